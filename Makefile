@@ -1,0 +1,36 @@
+# Two commands for a new user:  `make demo` (whole pipeline on the local default)  and  `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ZYDA2_DATA ?= $(abspath ../shared/data)
+export ZYDA2_DATA
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip check
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@if [ -d "$(ZYDA2_DATA)/sources" ]; then \
+	  $(PY) zyda2.py run configs/local.yaml --overwrite; \
+	else \
+	  echo "no $(ZYDA2_DATA)/sources: streaming a small sample of the Hub datasets"; \
+	  $(PY) zyda2.py run configs/hub-sample.yaml --overwrite; \
+	fi
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,306 @@
+"""Run configuration: YAML files that build typed dataclasses, validated on load.
+
+Why strict: a typo in a week-long cluster run's config must fail in the first second, not
+silently fall back to a default. Every key maps to a dataclass field; an unknown key, a value of
+the wrong type or a local path that does not exist raises one `ConfigError` naming the key.
+
+Two conveniences, both resolved at load time so that the dataclasses hold plain values:
+- `base: other.yaml` deep-merges this file over another one (`local.yaml` is the recipe in
+  `zyda2.yaml` plus local overrides), so the recipe's numbers live in one place;
+- `${VAR:-default}` in a string is replaced from the environment (e.g. `ZYDA2_DATA`).
+Relative local paths resolve against the directory of the file that holds the top-level config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SOURCE_NAMES = ("dclm", "fwe", "zyda", "dolma-cc")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the offending key in the message."""
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # None: start a local Ray instance; "auto" or "ray://host:10001": join
+    num_cpus: float | None = None  # local instance only; None = all cores
+    task_cpus: float = 0.5  # CPUs each stage task asks for; fractional so 2-core machines never starve
+    object_store_mb: int | None = None  # local instance only
+    max_retries: int = 3  # Ray retries of a task whose worker died (stages are idempotent)
+
+
+@dataclass
+class SourceConfig:
+    path: str  # local folder, or fsspec URL (hf://datasets/org/name, https://...)
+    include: list[str] = field(default_factory=list)  # glob patterns relative to `path`
+    files_from: str | None = None  # optional file listing URLs (one per line), e.g. Dolma's url list
+    enabled: bool = True
+
+
+@dataclass
+class IngestConfig:
+    batch_docs: int = 2048  # documents per Arrow batch written (bounds a worker's memory)
+    max_files_per_source: int | None = None  # sampling for demos; None = every file
+    max_docs_per_file: int | None = None  # sampling for demos; None = whole file
+    excerpt_chars: int = 200  # raw excerpt kept in quarantine records
+
+
+@dataclass
+class HeuristicFilterConfig:
+    enabled: bool = True
+    apply_to: list[str] = field(default_factory=list)  # sources the Zyda-1 heuristics run on
+    min_chars: int = 100
+    min_mean_word_length: float = 3.0
+    max_mean_word_length: float = 12.0
+    max_non_alnum_fraction: float = 0.30
+    max_digit_fraction: float = 0.20
+
+
+@dataclass
+class DedupConfig:
+    enabled: bool = True
+    shingle: str = "char"  # "char" or "word"
+    ngram: int = 25
+    num_hashes: int = 128
+    hash_bits: int = 32
+    seed: int = 10
+    bands: int = 8
+    rows: int = 16
+    mode: str = "cross"  # "cross": drop lower-ranked sources in multi-source clusters; "all": one doc per cluster
+    source_rank: list[str] = field(default_factory=lambda: ["fwe", "dclm", "zyda", "dolma-cc"])
+    verify_threshold: float | None = None  # exact Jaccard check of candidate pairs; None = off (as the paper)
+
+
+@dataclass
+class QualityFilterConfig:
+    enabled: bool = True
+    backend: str = "deberta"  # "deberta" or "fasttext"
+    model: str = "nvidia/quality-classifier-deberta"
+    apply_to: list[str] = field(default_factory=lambda: ["zyda", "dolma-cc"])
+    keep_labels: list[str] = field(default_factory=lambda: ["High"])
+    max_chars: int = 6000
+    max_tokens: int = 1024
+    batch_size: int = 256
+    fwe_min_int_score: int = 3
+
+
+@dataclass
+class TokenizeConfig:
+    enabled: bool = True
+    tokenizer: str = "mistral-v0.1"
+    add_bos: bool = False
+    append_eos: bool = True
+
+
+@dataclass
+class ShardsConfig:
+    enabled: bool = True
+    shard_tokens: int = 1_000_000_000
+    pretrain_weights: dict[str, float] = field(
+        default_factory=lambda: {"dclm": 4.0, "fwe": 4.0, "zyda": 0.16, "dolma-cc": 0.24}
+    )
+    anneal_replay_fraction: float = 0.6
+    validation_docs_per_component: int = 1000
+
+
+@dataclass
+class Config:
+    run_name: str = "zyda2"
+    input_dir: str | None = None  # root that relative source paths resolve against
+    output_dir: str = "runs/zyda2"
+    ray: RayConfig = field(default_factory=RayConfig)
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    heuristic_filter: HeuristicFilterConfig = field(default_factory=HeuristicFilterConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    quality_filter: QualityFilterConfig = field(default_factory=QualityFilterConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *names: str) -> str:
+        """Hash of the named sections: what a stage's outputs depend on (used to refuse stale outputs)."""
+        data = {n: dataclasses.asdict(getattr(self, n)) if dataclasses.is_dataclass(getattr(self, n))
+                else _plain(getattr(self, n)) for n in names}
+        return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def hash(self) -> str:
+        """Hash of everything that shapes the outputs: not where they go, nor how many workers make them."""
+        data = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "ray", "run_name")}
+        return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in value.items()}
+    return value
+
+
+_ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: str, key: str) -> str:
+    def repl(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is None:
+            raise ConfigError(f"{key}: environment variable {name} is not set and has no default")
+        return default
+    return _ENV.sub(repl, value)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if path in seen:
+        raise ConfigError(f"{path}: circular 'base:' chain")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is not None:
+        data = _merge(_read_yaml((path.parent / base).resolve(), seen + (path,)), data)
+    return data
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value (e.g. ingest.batch_docs=512)")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def _apply_override(data: dict, keys: list[str], value: Any) -> None:
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {'.'.join(keys)}: {k} is not a mapping")
+    node[keys[-1]] = value
+
+
+def _build(tp: Any, value: Any, key: str) -> Any:
+    """Convert `value` to type `tp`, raising ConfigError that names `key` on a mismatch."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _build(non_none[0], value, key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ConfigError(f"{key + '.' if key else ''}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+        kwargs = {k: _build(hints[k], v, f"{key}.{k}" if key else k) for k, v in value.items()}
+        try:
+            return tp(**kwargs)
+        except TypeError as e:
+            missing = re.findall(r"'(\w+)'", str(e))
+            raise ConfigError(f"{key}.{missing[0] if missing else '?'}: required key is missing") from None
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_build(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _build(vt, v, f"{key}.{k}") for k, v in value.items()}
+    if value is None:
+        raise ConfigError(f"{key}: must not be null")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, str):
+        return _expand_env(value, key)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _validate(cfg: Config, base_dir: Path) -> Config:
+    if cfg.input_dir is not None and not is_url(cfg.input_dir):
+        cfg.input_dir = str((base_dir / cfg.input_dir).resolve())
+    if not is_url(cfg.output_dir):
+        cfg.output_dir = str((base_dir / cfg.output_dir).resolve()) if not Path(cfg.output_dir).is_absolute() \
+            else cfg.output_dir
+    for name, src in cfg.sources.items():
+        if name not in SOURCE_NAMES:
+            raise ConfigError(f"sources.{name}: unknown source (known: {', '.join(SOURCE_NAMES)})")
+        if not src.enabled:
+            continue
+        if not is_url(src.path):
+            root = Path(cfg.input_dir) if cfg.input_dir and not is_url(cfg.input_dir) else base_dir
+            src.path = str((root / src.path).resolve())
+            if not Path(src.path).is_dir():
+                raise ConfigError(f"sources.{name}.path: folder does not exist: {src.path}")
+    for key, names in (("dedup.source_rank", cfg.dedup.source_rank),
+                       ("quality_filter.apply_to", cfg.quality_filter.apply_to),
+                       ("heuristic_filter.apply_to", cfg.heuristic_filter.apply_to),
+                       ("shards.pretrain_weights", list(cfg.shards.pretrain_weights))):
+        bad = [n for n in names if n not in SOURCE_NAMES]
+        if bad:
+            raise ConfigError(f"{key}: unknown source {bad[0]!r} (known: {', '.join(SOURCE_NAMES)})")
+    choices = {"dedup.shingle": (cfg.dedup.shingle, ("char", "word")),
+               "dedup.mode": (cfg.dedup.mode, ("cross", "all")),
+               "dedup.hash_bits": (cfg.dedup.hash_bits, (32, 64)),
+               "quality_filter.backend": (cfg.quality_filter.backend, ("deberta", "fasttext"))}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+    if cfg.dedup.bands * cfg.dedup.rows != cfg.dedup.num_hashes:
+        raise ConfigError(f"dedup.bands: bands x rows ({cfg.dedup.bands} x {cfg.dedup.rows}) "
+                          f"must equal num_hashes ({cfg.dedup.num_hashes})")
+    for key, value in (("ingest.batch_docs", cfg.ingest.batch_docs), ("ray.task_cpus", cfg.ray.task_cpus)):
+        if value <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {value}")
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] = (), input_dir: str | None = None,
+                output_dir: str | None = None) -> Config:
+    """Load, merge `base:` chains, apply `--set` overrides and CLI paths, then validate."""
+    path = Path(path).resolve()
+    data = _read_yaml(path)
+    for item in overrides:
+        _apply_override(data, *_parse_override(item))
+    if input_dir is not None:
+        data["input_dir"] = str(Path(input_dir).resolve()) if not is_url(input_dir) else input_dir
+    if output_dir is not None:
+        data["output_dir"] = str(Path(output_dir).resolve()) if not is_url(output_dir) else output_dir
+    cfg = _build(Config, data, "")
+    return _validate(cfg, path.parent)

@@ -1,0 +1,62 @@
+"""Atomic, deterministic output files.
+
+Every file a stage writes appears under its final name only when complete (written to a
+temporary name in the same folder, then renamed), and a partition's stats file is written last:
+it is the completion marker that `--resume` trusts. Parquet settings are fixed here so that the
+same rows always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=["source", "src_file"],
+                       write_statistics=True)
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    pq.write_table(table, tmp, **PARQUET_OPTIONS)
+    os.replace(tmp, path)
+
+
+class PartitionWriter:
+    """Streams record batches into one parquet file that appears atomically on `close()`."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self.schema = schema
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = _tmp(path)
+        self.writer = pq.ParquetWriter(self.tmp, schema, **PARQUET_OPTIONS)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.writer.write_batch(batch)
+
+    def close(self, extra: dict[Path, pa.Table] | None = None) -> None:
+        """Finish the file; `extra` tables (e.g. quarantine) are written first, atomically too."""
+        self.writer.close()
+        for p, table in (extra or {}).items():
+            write_table(p, table)
+        os.replace(self.tmp, self.path)

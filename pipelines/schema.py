@@ -1,0 +1,39 @@
+"""The one Arrow schema every source is normalised to, and the quarantine record schema.
+
+Every stage after ingest reads and writes `DOC_SCHEMA`; source-specific fields that later stages
+need are lifted into typed columns, everything else the source had is kept verbatim in the
+`metadata` JSON column so that published shards can restore the source's own columns.
+"""
+
+import pyarrow as pa
+
+DOC_SCHEMA = pa.schema([
+    pa.field("nemo_id", pa.string(), nullable=False),     # stable, globally unique id (see sources.py)
+    pa.field("source", pa.string(), nullable=False),      # dclm | fwe | zyda | dolma-cc
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("src_file", pa.string(), nullable=False),    # path relative to the source folder
+    pa.field("src_row", pa.int64(), nullable=False),      # 0-based record index inside src_file
+    pa.field("url", pa.string()),
+    pa.field("native_id", pa.string()),                   # FineWeb-Edu `id`, Dolma `id`; null elsewhere
+    pa.field("int_score", pa.int64()),                    # FineWeb-Edu educational int_score
+    pa.field("edu_score", pa.float64()),                  # FineWeb-Edu educational score
+    pa.field("dclm_fasttext_prob", pa.float64()),         # DCLM's own fastText quality probability
+    pa.field("metadata", pa.string(), nullable=False),    # JSON object: every other native field, verbatim
+])
+
+QUARANTINE_SCHEMA = pa.schema([
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("src_file", pa.string(), nullable=False),
+    pa.field("src_row", pa.int64()),        # record index when known
+    pa.field("byte_offset", pa.int64()),    # offset in the decompressed stream when known
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("excerpt", pa.string(), nullable=False),  # first characters of the raw record (lossy-decoded)
+])
+
+# Native columns lifted into typed DOC_SCHEMA columns, per source; not repeated in `metadata`.
+LIFTED = {
+    "dclm": {"url": "url", "fasttext_openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train_prob": "dclm_fasttext_prob"},
+    "fwe": {"id": "native_id", "url": "url", "int_score": "int_score", "score": "edu_score"},
+    "zyda": {},
+    "dolma-cc": {"id": "native_id"},
+}

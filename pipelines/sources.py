@@ -1,0 +1,143 @@
+"""The four Zyda-2 sources: where their files are, what format they have, how their ids are formed.
+
+`nemo_id` follows NeMo Curator's `AddId` convention used for Zyda-2, `<prefix>-<row><partition>`,
+with two fixes that make it safe at 5 B documents: the row is always 10 digits and the partition
+always 5 (Curator pads to the width of each file's row count, so `1`+`23` and `12`+`3` collide).
+`partition` is the file's index among the files sharing the prefix, in sorted path order, so the
+same input folder always yields the same ids. Prefixes (RECIPE.md):
+
+  dclm      dclm-gs<global shard>   from `global-shard_01_of_10/...`     -> dclm-gs01-...
+  fwe       fwe2-<dump>             from `data/CC-MAIN-2024-10/...`      -> fwe2-CC-MAIN-2024-10-...
+  zyda      <folder>                from `zyda_c4-en/...`                 -> zyda_c4-en-...
+  dolma-cc  dolma-cc                                                     -> dolma-cc-...
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import fsspec
+
+from pipelines.config import Config, ConfigError, SourceConfig, is_url
+
+# Folder of each source inside an `--input` directory (the layout of ../shared/data/sources).
+INPUT_FOLDERS = {"dclm": "dclm", "fwe": "fineweb-edu", "zyda": "zyda", "dolma-cc": "dolma-cc"}
+
+FORMATS = {  # file-name ending -> reader format
+    ".jsonl.zst": "jsonl.zst", ".jsonl.zstd": "jsonl.zst", ".json.zst": "jsonl.zst",
+    ".json.gz": "jsonl.gz", ".jsonl.gz": "jsonl.gz", ".jsonl": "jsonl", ".json": "jsonl",
+    ".parquet": "parquet",
+}
+
+DEFAULT_INCLUDE = {
+    "dclm": ["**/*.jsonl.zst", "**/*.parquet"],
+    "fwe": ["**/*.parquet"],
+    "zyda": ["**/*.parquet"],
+    "dolma-cc": ["**/*.json.gz"],
+}
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input file: the unit of ingest work (a partition)."""
+    source: str
+    url: str          # absolute local path or fsspec URL
+    rel: str          # path relative to the source folder (provenance: `src_file`)
+    fmt: str
+    id_prefix: str
+    partition: int    # index among the files with the same id_prefix
+
+    @property
+    def part_name(self) -> str:
+        """File-system-safe name of this partition's outputs, readable back to `rel`."""
+        stem = self.rel
+        for ending in FORMATS:
+            if stem.endswith(ending):
+                stem = stem[: -len(ending)]
+                break
+        return stem.replace("/", "__")
+
+
+def file_format(rel: str) -> str | None:
+    for ending, fmt in FORMATS.items():
+        if rel.endswith(ending):
+            return fmt
+    return None
+
+
+def id_prefix(source: str, rel: str) -> str:
+    parts = PurePosixPath(rel).parts
+    if source == "dclm":
+        m = re.search(r"global-shard_(\d+)_of_\d+", rel)
+        return f"dclm-gs{m.group(1)}" if m else "dclm-gs00"
+    if source == "fwe":
+        dump = next((p for p in parts if p.startswith("CC-MAIN-")), None)
+        return f"fwe2-{dump}" if dump else "fwe2-unknown"
+    if source == "zyda":
+        folder = next((p for p in parts if p.startswith("zyda_")), None)
+        return folder or "zyda"
+    return "dolma-cc"
+
+
+def make_id(prefix: str, row: int, partition: int) -> str:
+    return f"{prefix}-{row:010d}{partition:05d}"
+
+
+def _matches(rel: str, pattern: str) -> bool:
+    """Glob match where `**/` may also match nothing, as in Path.glob."""
+    return fnmatch.fnmatch(rel, pattern) or (pattern.startswith("**/") and fnmatch.fnmatch(rel, pattern[3:]))
+
+
+def _list_files(name: str, src: SourceConfig) -> list[tuple[str, str]]:
+    """(url, rel) of every file of a source, sorted by rel."""
+    include = src.include or DEFAULT_INCLUDE[name]
+    root = src.path.rstrip("/")
+    if src.files_from:
+        with fsspec.open(src.files_from, "rt") as f:
+            urls = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        found = {}
+        for url in urls:
+            if not url.startswith(root + "/"):
+                raise ConfigError(f"sources.{name}.files_from: {url} is not under sources.{name}.path {root}")
+            rel = url[len(root) + 1:]
+            if any(_matches(rel, p) for p in include):
+                found[rel] = url
+        return sorted((u, r) for r, u in found.items())
+    if is_url(root):
+        fs, base = fsspec.core.url_to_fs(root)
+        protocol = root.split("://", 1)[0]
+        found = {}
+        for pattern in include:
+            for p in fs.glob(f"{base}/{pattern}"):
+                rel = p[len(base) + 1:]
+                found[rel] = f"{protocol}://{p}"
+        return sorted(((u, r) for r, u in found.items()), key=lambda x: x[1])
+    base = Path(root)
+    found = {}
+    for pattern in include:
+        for p in base.glob(pattern):
+            if p.is_file():
+                found[p.relative_to(base).as_posix()] = str(p)
+    return sorted(((u, r) for r, u in found.items()), key=lambda x: x[1])
+
+
+def discover(cfg: Config) -> list[SourceFile]:
+    """Every input file of every enabled source, in a deterministic order."""
+    files: list[SourceFile] = []
+    for name in sorted(cfg.sources):
+        src = cfg.sources[name]
+        if not src.enabled:
+            continue
+        listed = [(u, r) for u, r in _list_files(name, src) if file_format(r)]
+        if cfg.ingest.max_files_per_source is not None:
+            listed = listed[: cfg.ingest.max_files_per_source]
+        counters: dict[str, int] = {}
+        for url, rel in listed:
+            prefix = id_prefix(name, rel)
+            part = counters.get(prefix, 0)
+            counters[prefix] = part + 1
+            files.append(SourceFile(name, url, rel, file_format(rel), prefix, part))
+    return files

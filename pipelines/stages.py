@@ -1,0 +1,157 @@
+"""The stage graph: ingest -> heuristic filter -> dedup -> quality filter -> tokenize -> shards.
+
+Each stage receives the per-source counts of the stage before it and returns its own:
+`{source: {"in", "out", "removed": {reason: n}, "quarantined", "chars_out"}}`. The runner checks
+that counts chain (`in` of a stage == `out` of the one before) and that every document read is
+kept, removed with a reason, or quarantined.
+
+Partitioned work goes through `run_partitions`: one Ray task per partition, each writing its
+outputs atomically and then a completion marker that records the stage's config hash. A resumed
+run skips partitions whose marker matches, whatever the number of workers it now has.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import ray
+
+from pipelines.config import Config
+from pipelines.ingest import ingest_file
+from pipelines.outputs import read_json, write_json
+from pipelines.progress import ProgressDisplay
+from pipelines.sources import SourceFile
+
+
+@dataclass
+class StageContext:
+    cfg: Config
+    out: Path
+    files: list[SourceFile]
+    progress: object  # ProgressCounter actor handle
+    quiet: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _marker(out: Path, stage: str, sf: SourceFile) -> Path:
+    return out / stage / "_done" / f"{sf.source}__{sf.part_name}.json"
+
+
+def run_partitions(ctx: StageContext, stage: str, config_hash: str,
+                   fn: Callable[[SourceFile], dict]) -> list[dict]:
+    """Run `fn` on every input partition as Ray tasks; reuse the stats of partitions already done."""
+    results: dict[int, dict] = {}
+    todo = []
+    for i, sf in enumerate(ctx.files):
+        marker = _marker(ctx.out, stage, sf)
+        if marker.exists():
+            done = read_json(marker)
+            if done.get("config_hash") == config_hash and done.get("src_url") == sf.url:
+                results[i] = done["stats"]
+                continue
+        todo.append(i)
+
+    def task(sf: SourceFile) -> dict:
+        stats = fn(sf)
+        write_json(_marker(ctx.out, stage, sf), {"config_hash": config_hash, "src_url": sf.url, "stats": stats})
+        return stats
+
+    remote = ray.remote(task).options(num_cpus=ctx.cfg.ray.task_cpus, max_retries=ctx.cfg.ray.max_retries)
+    pending = {remote.remote(ctx.files[i]): i for i in todo}
+    display = ProgressDisplay(stage, len(ctx.files), ctx.progress, ctx.quiet)
+    display.update(len(results))
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
+        for ref in ready:
+            results[pending.pop(ref)] = ray.get(ref)
+        display.update(len(ready))
+    display.close()
+    return [results[i] for i in range(len(ctx.files))]
+
+
+def sum_by_source(stats: list[dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for s in stats:
+        agg = out.setdefault(s["source"], {"in": 0, "out": 0, "removed": {}, "quarantined": 0,
+                                           "quarantine_reasons": {}, "chars_out": 0, "partitions": 0})
+        agg["in"] += s["read"]
+        agg["out"] += s["out"]
+        agg["quarantined"] += s["quarantined"]
+        agg["chars_out"] += s["chars_out"]
+        agg["partitions"] += 1
+        for key in ("removed", "quarantine_reasons"):
+            for reason, n in s[key].items():
+                agg[key][reason] = agg[key].get(reason, 0) + n
+    for agg in out.values():
+        agg["removed"] = dict(sorted(agg["removed"].items()))
+        agg["quarantine_reasons"] = dict(sorted(agg["quarantine_reasons"].items()))
+    return dict(sorted(out.items()))
+
+
+class Stage:
+    name: str = ""
+    placeholder: bool = False  # pass-through until the issue named in `todo` fills it
+    todo: str = ""
+
+    def enabled(self, cfg: Config) -> bool:
+        return getattr(cfg, self.name).enabled
+
+    def run(self, ctx: StageContext, upstream: dict[str, dict]) -> dict[str, dict]:
+        raise NotImplementedError
+
+
+class IngestStage(Stage):
+    name = "ingest"
+
+    def enabled(self, cfg: Config) -> bool:
+        return True
+
+    def run(self, ctx, upstream):
+        cfg, out, progress = ctx.cfg.ingest, ctx.out, ctx.progress
+        config_hash = ctx.cfg.section_hash("ingest")
+        stats = run_partitions(ctx, self.name, config_hash, lambda sf: ingest_file(sf, cfg, out, progress))
+        by_source = sum_by_source(stats)
+        for name, src in ctx.cfg.sources.items():  # a source with no files still gets a row
+            if src.enabled:
+                by_source.setdefault(name, {"in": 0, "out": 0, "removed": {}, "quarantined": 0,
+                                            "quarantine_reasons": {}, "chars_out": 0, "partitions": 0})
+        return dict(sorted(by_source.items()))
+
+
+class PassThrough(Stage):
+    """A stage that is not built yet: documents flow through it unchanged, and the report says so."""
+    placeholder = True
+
+    def __init__(self, name: str, todo: str):
+        self.name, self.todo = name, todo
+
+    def run(self, ctx, upstream):
+        return {s: {"in": u["out"], "out": u["out"], "removed": {}, "quarantined": 0,
+                    "chars_out": u["chars_out"], "placeholder": self.todo} for s, u in upstream.items()}
+
+
+STAGES: list[Stage] = [
+    IngestStage(),
+    PassThrough("heuristic_filter", "issue 5"),
+    PassThrough("dedup", "issue 4"),
+    PassThrough("quality_filter", "issue 5"),
+    PassThrough("tokenize", "issue 6"),
+    PassThrough("shards", "issue 6"),
+]
+
+
+def run_stages(ctx: StageContext) -> dict[str, dict[str, dict]]:
+    """Run every enabled stage in order; returns {stage: {source: counts}}."""
+    results: dict[str, dict[str, dict]] = {}
+    upstream: dict[str, dict] = {}
+    for stage in STAGES:
+        if not stage.enabled(ctx.cfg):
+            continue
+        t0 = time.monotonic()
+        upstream = stage.run(ctx, upstream)
+        ctx.timings[stage.name] = round(time.monotonic() - t0, 3)
+        results[stage.name] = upstream
+    return results

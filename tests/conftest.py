@@ -1,0 +1,52 @@
+"""Shared fixtures: the shared data folder, one Ray instance for the whole session, and runs.
+
+The data folder is `../shared/data` relative to the repo root unless ZYDA2_DATA points elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("ZYDA2_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA / "sources").is_dir():
+        pytest.fail(f"shared test data not found at {DATA}; set ZYDA2_DATA to the shared/data folder")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray instance for every test that needs it; shut down (all its processes) at the end."""
+    import ray
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def run_local(out: Path, input_dir: Path | None = None, overrides: list[str] = (), **kwargs) -> dict:
+    """Run the local recipe into `out` (on the session Ray instance) and return the report."""
+    from pipelines.config import load_config
+    from pipelines.runner import run_pipeline
+    cfg = load_config(REPO / "configs" / "local.yaml", list(overrides),
+                      input_dir=str(input_dir) if input_dir else None, output_dir=str(out))
+    return run_pipeline(cfg, quiet=True, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def local_run(ray_instance, data_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """The whole pipeline once over the shared fixtures: (run folder, report)."""
+    out = tmp_path_factory.mktemp("local_run")
+    return out, run_local(out, data_dir / "sources")
+
+
+def files_digest(root: Path) -> dict[str, bytes]:
+    """Every output file's bytes, except the manifest (it holds timestamps and timings)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}

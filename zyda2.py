@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""zyda2: rebuild the Zyda-2 pretraining dataset on Ray.
+
+  python zyda2.py run configs/local.yaml                 # whole pipeline on the shared fixtures
+  python zyda2.py run configs/zyda2.yaml --output /data/zyda2 --resume
+  python zyda2.py show-config configs/local.yaml --set dedup.bands=16 --set dedup.rows=8
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import yaml
+
+from pipelines.config import ConfigError, load_config
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config, e.g. configs/local.yaml (the local default) or configs/zyda2.yaml")
+    p.add_argument("--input", metavar="DIR", help="folder laid out like ../shared/data/sources "
+                   "(dclm/, fineweb-edu/, zyda/, dolma-cc/); overrides input_dir")
+    p.add_argument("--output", metavar="DIR", help="run folder; overrides output_dir")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override a config key, dotted (repeatable): --set ingest.batch_docs=512")
+
+
+def _load(args):
+    return load_config(args.config, args.overrides, input_dir=args.input, output_dir=args.output)
+
+
+def cmd_run(args) -> int:
+    from pipelines.runner import run_pipeline
+    cfg = _load(args)
+    report = run_pipeline(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    t = report["totals"]
+    print(f"read {t['read']:,} docs: kept {t['kept']:,}, removed {t['removed']:,}, "
+          f"quarantined {t['quarantined']:,}")
+    print(f"outputs: {cfg.output_dir}\nreport:  {cfg.output_dir}/report.json")
+    return 0
+
+
+def cmd_show_config(args) -> int:
+    cfg = _load(args)
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    print(f"# config hash: {cfg.hash()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zyda2.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the stage graph: ingest -> filters -> dedup -> quality -> tokenize -> shards")
+    _add_config_args(p)
+    g = p.add_argument_group("run folder")
+    g.add_argument("--resume", action="store_true", help="finish an interrupted run in --output, skipping done work")
+    g.add_argument("--overwrite", action="store_true", help="delete an existing run in --output first")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display (CI)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("show-config", help="print the fully resolved, validated config and its hash")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_show_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipelines.runner import RunError
+    from pipelines.report import AccountingError
+    try:
+        return args.func(args)
+    except (ConfigError, RunError, AccountingError) as e:
+        print(f"zyda2: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
