@@ -51,14 +51,14 @@ class Normaliser:
         self.lifted = LIFTED[sf.source]
         self.quarantine: dict[str, list] = {n: [] for n in QUARANTINE_SCHEMA.names}
         self.reasons: dict[str, int] = {}
-        self._reset()
 
-    def _reset(self):
         self.cols: dict[str, list] = {n: [] for n in DOC_SCHEMA.names}
+        self.ready: list[pa.RecordBatch] = []  # sealed batches, in row order
+        self.ready_docs = 0
         self.text_bytes = 0
 
     def __len__(self):
-        return len(self.cols["nemo_id"])
+        return len(self.cols["nemo_id"]) + self.ready_docs
 
     def bad(self, row: int | None, offset: int | None, reason: str, raw: bytes | str):
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
@@ -71,6 +71,22 @@ class Normaliser:
         q["excerpt"].append(text[: self.excerpt_chars])
         key = reason.split(":", 1)[0]
         self.reasons[key] = self.reasons.get(key, 0) + 1
+
+    def _split(self, native: dict) -> tuple[dict, dict]:
+        """(typed columns lifted out of the native fields, every other native field verbatim)."""
+        lifted, rest = {}, {}
+        for k, v in native.items():
+            if k == "text":
+                continue
+            target = self.lifted.get(k)
+            typed = _typed(v, _TYPED[target]) if target else None
+            if typed is not None:
+                lifted[target] = typed
+            else:
+                rest[k] = v
+        if "url" not in lifted:
+            lifted["url"] = _nested_url(self.sf.source, native)
+        return lifted, rest
 
     def add_json(self, row: int, obj: dict, raw_len: int):
         text = obj.get("text", _MISSING)
@@ -87,26 +103,15 @@ class Normaliser:
         c["text"].append(text)
         c["src_file"].append(self.sf.rel)
         c["src_row"].append(row)
-        rest = {}
-        lifted = {}
-        for k, v in obj.items():
-            if k == "text":
-                continue
-            target = self.lifted.get(k)
-            typed = _typed(v, _TYPED[target]) if target else None
-            if typed is not None:
-                lifted[target] = typed
-            else:
-                rest[k] = v
-        if "url" not in lifted:
-            lifted["url"] = _nested_url(self.sf.source, obj)
+        lifted, rest = self._split(obj)
         for name in _TYPED:
             c[name].append(lifted.get(name))
         c["metadata"].append(orjson.dumps(rest).decode())
         self.text_bytes += raw_len
 
     def add_arrow(self, start_row: int, batch: pa.RecordBatch):
-        """Columnar path for parquet: text stays in Arrow, only small native columns go via Python."""
+        """Columnar path for parquet: text stays in Arrow (no Python strings), only the small native
+        columns go through Python. Pending JSON rows are sealed first so row order is kept."""
         text = batch.column("text")
         if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
             for i in range(batch.num_rows):
@@ -114,47 +119,46 @@ class Normaliser:
                          str(text[i].as_py()))
             return
         text = text.cast(pa.string())
-        valid = pc.fill_null(pc.greater(pc.utf8_length(text), 0), False).to_pylist()
+        valid = pc.fill_null(pc.greater(pc.utf8_length(text), 0), False)
         others = [n for n in batch.schema.names if n != "text"]
         rows = batch.select(others).to_pylist() if others else [{}] * batch.num_rows
         keep_idx = []
-        for i, ok in enumerate(valid):
-            if not ok:
-                null = not text[i].is_valid
-                self.bad(start_row + i, None, "null_text: 'text' is null" if null
-                         else "empty_text: 'text' is an empty string", orjson.dumps(rows[i], default=str))
-                continue
-            keep_idx.append(i)
+        for i, ok in enumerate(valid.to_pylist()):
+            if ok:
+                keep_idx.append(i)
+            else:
+                self.bad(start_row + i, None, "empty_text: 'text' is an empty string" if text[i].is_valid
+                         else "null_text: 'text' is null", orjson.dumps(rows[i], default=str))
         if not keep_idx:
             return
-        c = self.cols
-        c["text"].extend(text.take(pa.array(keep_idx)).to_pylist())
+        self._seal()
+        cols: dict[str, list] = {n: [] for n in DOC_SCHEMA.names if n != "text"}
         for i in keep_idx:
             row = start_row + i
-            c["nemo_id"].append(make_id(self.sf.id_prefix, row, self.sf.partition))
-            c["source"].append(self.sf.source)
-            c["src_file"].append(self.sf.rel)
-            c["src_row"].append(row)
-            native = rows[i]
-            rest, lifted = {}, {}
-            for k, v in native.items():
-                target = self.lifted.get(k)
-                typed = _typed(v, _TYPED[target]) if target else None
-                if typed is not None:
-                    lifted[target] = typed
-                else:
-                    rest[k] = v
-            if "url" not in lifted:
-                lifted["url"] = _nested_url(self.sf.source, native)
+            cols["nemo_id"].append(make_id(self.sf.id_prefix, row, self.sf.partition))
+            cols["src_row"].append(row)
+            lifted, rest = self._split(rows[i])
             for name in _TYPED:
-                c[name].append(lifted.get(name))
-            c["metadata"].append(orjson.dumps(rest, default=str).decode())
-        self.text_bytes += batch.nbytes
+                cols[name].append(lifted.get(name))
+            cols["metadata"].append(orjson.dumps(rest, default=str).decode())
+        n = len(keep_idx)
+        cols["source"] = [self.sf.source] * n
+        cols["src_file"] = [self.sf.rel] * n
+        arrays = [text.take(pa.array(keep_idx)) if f.name == "text" else pa.array(cols[f.name], f.type)
+                  for f in DOC_SCHEMA]
+        self.ready.append(pa.RecordBatch.from_arrays(arrays, schema=DOC_SCHEMA))
+        self.ready_docs += n
 
-    def take_batch(self) -> pa.RecordBatch:
-        batch = pa.RecordBatch.from_pydict(self.cols, schema=DOC_SCHEMA)
-        self._reset()
-        return batch
+    def _seal(self):
+        if self.cols["nemo_id"]:
+            self.ready.append(pa.RecordBatch.from_pydict(self.cols, schema=DOC_SCHEMA))
+            self.ready_docs += len(self.cols["nemo_id"])
+            self.cols = {n: [] for n in DOC_SCHEMA.names}
+
+    def take_batches(self) -> list[pa.RecordBatch]:
+        self._seal()
+        out, self.ready, self.ready_docs, self.text_bytes = self.ready, [], 0, 0
+        return out
 
     def take_quarantine(self) -> pa.Table:
         return pa.Table.from_pydict(self.quarantine, schema=QUARANTINE_SCHEMA)
@@ -172,10 +176,10 @@ def ingest_file(sf: SourceFile, cfg: IngestConfig, out_root: Path, progress=None
 
     def flush():
         nonlocal docs, chars
-        batch = norm.take_batch()
-        docs += batch.num_rows
-        chars += pc.sum(pc.utf8_length(batch.column("text"))).as_py() or 0
-        writer.write(batch)
+        for batch in norm.take_batches():
+            docs += batch.num_rows
+            chars += pc.sum(pc.utf8_length(batch.column("text"))).as_py() or 0
+            writer.write(batch)
 
     if sf.fmt == "parquet":
         events = read_parquet(sf.url, cfg.batch_docs, cfg.max_docs_per_file)
@@ -189,6 +193,7 @@ def ingest_file(sf: SourceFile, cfg: IngestConfig, out_root: Path, progress=None
             since_report += 1
         elif isinstance(ev, ArrowBatch):
             norm.add_arrow(ev.start_row, ev.batch)
+            norm.text_bytes += ev.n_bytes
             read += ev.batch.num_rows
             nbytes += ev.n_bytes
             since_report += ev.batch.num_rows

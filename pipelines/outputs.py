@@ -15,8 +15,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=["source", "src_file"],
-                       write_statistics=True)
+# zstd level 1: 40% faster to write than level 3 for 13% more bytes (45 MB of FineWeb-Edu text:
+# 0.14 s vs 0.235 s); statistics only on the id/provenance columns, where they help readers skip.
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, use_dictionary=["source", "src_file"],
+                       write_statistics=["nemo_id", "source", "src_file", "src_row"])
 
 
 def _tmp(path: Path) -> Path:
