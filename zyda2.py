@@ -41,6 +41,20 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_dedup(args) -> int:
+    from pathlib import Path
+
+    from pipelines.runner import rerun_dedup
+    report = rerun_dedup(Path(args.run_dir), args.overrides, Path(args.output), quiet=args.quiet,
+                         overwrite=args.overwrite)
+    for source, r in report["sources"].items():
+        d = r["stages"]["dedup"]
+        print(f"{source:9s} in {d['in']:>9,}  removed {sum(d['removed'].values()):>9,}  "
+              f"clusters {d.get('clusters', 0):>8,}  largest {d.get('largest_cluster', 0):>5,}")
+    print(f"decisions: {args.output}/dedup/decisions/\nreport:    {args.output}/report.json")
+    return 0
+
+
 def cmd_show_config(args) -> int:
     cfg = _load(args)
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
@@ -61,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="delete an existing run in --output first")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display (CI)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("dedup", help="re-run cross-dedup with other parameters on an existing run's ingest "
+                                     "output, reusing its cached signatures")
+    p.add_argument("run_dir", help="a finished or partial run folder (with manifest.json and ingest/)")
+    p.add_argument("--output", required=True, metavar="DIR", help="new folder for decisions and report")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="dedup parameters to change, e.g. --set dedup.bands=9 --set dedup.rows=13")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_dedup)
 
     p = sub.add_parser("show-config", help="print the fully resolved, validated config and its hash")
     _add_config_args(p)

@@ -81,6 +81,7 @@ class DedupConfig:
     mode: str = "cross"  # "cross": drop lower-ranked sources in multi-source clusters; "all": one doc per cluster
     source_rank: list[str] = field(default_factory=lambda: ["fwe", "dclm", "zyda", "dolma-cc"])
     verify_threshold: float | None = None  # exact Jaccard check of candidate pairs; None = off (as the paper)
+    partitions: int = 16  # hash partitions of every shuffle (buckets, components): bounds a task's memory
 
 
 @dataclass
@@ -282,13 +283,26 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
-    if cfg.dedup.bands * cfg.dedup.rows != cfg.dedup.num_hashes:
+    if cfg.dedup.bands * cfg.dedup.rows > cfg.dedup.num_hashes:
         raise ConfigError(f"dedup.bands: bands x rows ({cfg.dedup.bands} x {cfg.dedup.rows}) "
-                          f"must equal num_hashes ({cfg.dedup.num_hashes})")
-    for key, value in (("ingest.batch_docs", cfg.ingest.batch_docs), ("ray.task_cpus", cfg.ray.task_cpus)):
+                          f"must not exceed num_hashes ({cfg.dedup.num_hashes})")
+    if cfg.dedup.verify_threshold is not None and not 0 < cfg.dedup.verify_threshold <= 1:
+        raise ConfigError(f"dedup.verify_threshold: must be in (0, 1], got {cfg.dedup.verify_threshold}")
+    for key, value in (("ingest.batch_docs", cfg.ingest.batch_docs), ("ray.task_cpus", cfg.ray.task_cpus),
+                       ("dedup.partitions", cfg.dedup.partitions), ("dedup.ngram", cfg.dedup.ngram)):
         if value <= 0:
             raise ConfigError(f"{key}: must be > 0, got {value}")
     return cfg
+
+
+def config_from_dict(data: dict, overrides: list[str] = (), output_dir: str | None = None) -> Config:
+    """Rebuild a config saved in a run's manifest.json (paths there are already absolute)."""
+    data = dict(data)
+    for item in overrides:
+        _apply_override(data, *_parse_override(item))
+    if output_dir is not None:
+        data["output_dir"] = str(Path(output_dir).resolve())
+    return _validate(_build(Config, data, ""), Path.cwd())
 
 
 def load_config(path: str | Path, overrides: list[str] = (), input_dir: str | None = None,

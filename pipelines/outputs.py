@@ -56,6 +56,9 @@ class PartitionWriter:
     def write(self, batch: pa.RecordBatch) -> None:
         self.writer.write_batch(batch)
 
+    def write_table(self, table: pa.Table) -> None:
+        self.writer.write_table(table)
+
     def close(self, extra: dict[Path, pa.Table] | None = None) -> None:
         """Finish the file; `extra` tables (e.g. quarantine) are written first, atomically too."""
         self.writer.close()

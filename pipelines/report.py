@@ -13,10 +13,10 @@ class AccountingError(RuntimeError):
     """Documents were lost or invented between stages: the run's outputs cannot be trusted."""
 
 
-def build_report(stage_results: dict[str, dict[str, dict]]) -> dict:
+def build_report(stage_results: dict[str, dict[str, dict]], details: dict[str, dict] | None = None) -> dict:
     stages = list(stage_results)
     sources = sorted({s for per_source in stage_results.values() for s in per_source})
-    report = {"stages": stages, "sources": {}, "totals": {}}
+    report = {"stages": stages, "sources": {}, "totals": {}, "details": details or {}}
     problems = []
     for src in sources:
         per_stage = {st: stage_results[st][src] for st in stages if src in stage_results[st]}

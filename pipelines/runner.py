@@ -20,12 +20,13 @@ from pathlib import Path
 
 import ray
 
-from pipelines.config import Config, is_url
+from pipelines.config import Config, config_from_dict, is_url
 from pipelines.outputs import read_json, write_json
 from pipelines.progress import ProgressCounter
 from pipelines.report import build_report, check_report
 from pipelines.sources import discover
-from pipelines.stages import StageContext, run_stages
+from pipelines.graph import run_stages
+from pipelines.stages import StageContext
 
 log = logging.getLogger("zyda2")
 
@@ -106,10 +107,32 @@ def _prepare_output(cfg: Config, resume: bool, overwrite: bool) -> Path:
     return out
 
 
-def run_pipeline(cfg: Config, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
-    """Run every stage, write `report.json` and `manifest.json`; raise if accounting fails."""
+def rerun_dedup(run_dir: Path, overrides: list[str], output: Path, quiet: bool = False,
+                overwrite: bool = False) -> dict:
+    """Dedup again with other parameters on an existing run's ingest output, into `output`.
+
+    `output` links the run's ingest folder and signature cache, so only clustering is recomputed
+    when the shingling and hash parameters are unchanged."""
+    manifest_path = Path(run_dir) / "manifest.json"
+    if not manifest_path.exists():
+        raise RunError(f"{run_dir} is not a zyda2 run folder (no manifest.json)")
+    cfg = config_from_dict(read_json(manifest_path)["config"], overrides, output_dir=str(output))
+    links = {rel: (Path(run_dir) / rel).resolve() for rel in ("ingest", "dedup/signatures")}
+    return run_pipeline(cfg, overwrite=overwrite, quiet=quiet, only=["ingest", "heuristic_filter", "dedup"],
+                        links=links)
+
+
+def run_pipeline(cfg: Config, resume: bool = False, overwrite: bool = False, quiet: bool = False,
+                 only: list[str] | None = None, links: dict[str, Path] | None = None) -> dict:
+    """Run every stage (or those in `only`), write `report.json` and `manifest.json`;
+    raise if accounting fails. `links` maps folders of the run to existing ones (reused work)."""
     out = _prepare_output(cfg, resume, overwrite)
-    manifest = {"run_name": cfg.run_name, "config": cfg.to_dict(), "config_hash": cfg.hash(),
+    for rel, target in (links or {}).items():
+        target.mkdir(parents=True, exist_ok=True)
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        if not (out / rel).exists():
+            (out / rel).symlink_to(target, target_is_directory=True)
+    manifest = {"run_name": cfg.run_name, "config": cfg.to_dict(), "config_hash": cfg.hash(), "stages_run": only,
                 "versions": _versions(), "git_commit": _git_commit(), "status": "running",
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {}}
     write_json(out / "manifest.json", manifest)
@@ -120,13 +143,13 @@ def run_pipeline(cfg: Config, resume: bool = False, overwrite: bool = False, qui
     with ray_session(cfg):
         ctx = StageContext(cfg=cfg, out=out, files=files, progress=ProgressCounter.remote(), quiet=quiet)
         try:
-            results = run_stages(ctx)
+            results = run_stages(ctx, only)
         except BaseException:
             manifest["status"] = "failed"
             manifest["stages"] = ctx.timings
             write_json(out / "manifest.json", manifest)
             raise
-    report = build_report(results)
+    report = build_report(results, ctx.details)
     write_json(out / "report.json", report)
     manifest["stages"] = {name: {"status": "placeholder" if any(s.get("placeholder") for s in per.values())
                                  else "done", "seconds": ctx.timings[name]} for name, per in results.items()}

@@ -1,4 +1,4 @@
-"""The stage graph: ingest -> heuristic filter -> dedup -> quality filter -> tokenize -> shards.
+"""What every stage shares: its context, the per-partition task runner, counts.
 
 Each stage receives the per-source counts of the stage before it and returns its own:
 `{source: {"in", "out", "removed": {reason: n}, "quarantined", "chars_out"}}`. The runner checks
@@ -12,7 +12,6 @@ run skips partitions whose marker matches, whatever the number of workers it now
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,11 +32,26 @@ class StageContext:
     files: list[SourceFile]
     progress: object  # ProgressCounter actor handle
     quiet: bool = False
+    docs_dir: str = "ingest"  # folder of the newest documents: stages that filter write a new one
     timings: dict[str, float] = field(default_factory=dict)
+    details: dict[str, dict] = field(default_factory=dict)  # stage-level figures for report.json
+
+    def docs_path(self, sf: SourceFile, docs_dir: str | None = None) -> Path:
+        return self.out / (docs_dir or self.docs_dir) / sf.source / f"{sf.part_name}.parquet"
 
 
-def _marker(out: Path, stage: str, sf: SourceFile) -> Path:
+def marker_path(out: Path, stage: str, sf: SourceFile) -> Path:
     return out / stage / "_done" / f"{sf.source}__{sf.part_name}.json"
+
+
+def done_stats(ctx: StageContext, stage: str, config_hash: str, sf: SourceFile) -> dict | None:
+    """The stats of a partition already finished with this config, or None."""
+    marker = marker_path(ctx.out, stage, sf)
+    if marker.exists():
+        done = read_json(marker)
+        if done.get("config_hash") == config_hash and done.get("src_url") == sf.url:
+            return done["stats"]
+    return None
 
 
 def run_partitions(ctx: StageContext, stage: str, config_hash: str,
@@ -46,17 +60,15 @@ def run_partitions(ctx: StageContext, stage: str, config_hash: str,
     results: dict[int, dict] = {}
     todo = []
     for i, sf in enumerate(ctx.files):
-        marker = _marker(ctx.out, stage, sf)
-        if marker.exists():
-            done = read_json(marker)
-            if done.get("config_hash") == config_hash and done.get("src_url") == sf.url:
-                results[i] = done["stats"]
-                continue
-        todo.append(i)
+        stats = done_stats(ctx, stage, config_hash, sf)
+        if stats is None:
+            todo.append(i)
+        else:
+            results[i] = stats
 
     def task(sf: SourceFile) -> dict:
         stats = fn(sf)
-        write_json(_marker(ctx.out, stage, sf), {"config_hash": config_hash, "src_url": sf.url, "stats": stats})
+        write_json(marker_path(ctx.out, stage, sf), {"config_hash": config_hash, "src_url": sf.url, "stats": stats})
         return stats
 
     remote = ray.remote(task).options(num_cpus=ctx.cfg.ray.task_cpus, max_retries=ctx.cfg.ray.max_retries)
@@ -131,27 +143,3 @@ class PassThrough(Stage):
     def run(self, ctx, upstream):
         return {s: {"in": u["out"], "out": u["out"], "removed": {}, "quarantined": 0,
                     "chars_out": u["chars_out"], "placeholder": self.todo} for s, u in upstream.items()}
-
-
-STAGES: list[Stage] = [
-    IngestStage(),
-    PassThrough("heuristic_filter", "issue 5"),
-    PassThrough("dedup", "issue 4"),
-    PassThrough("quality_filter", "issue 5"),
-    PassThrough("tokenize", "issue 6"),
-    PassThrough("shards", "issue 6"),
-]
-
-
-def run_stages(ctx: StageContext) -> dict[str, dict[str, dict]]:
-    """Run every enabled stage in order; returns {stage: {source: counts}}."""
-    results: dict[str, dict[str, dict]] = {}
-    upstream: dict[str, dict] = {}
-    for stage in STAGES:
-        if not stage.enabled(ctx.cfg):
-            continue
-        t0 = time.monotonic()
-        upstream = stage.run(ctx, upstream)
-        ctx.timings[stage.name] = round(time.monotonic() - t0, 3)
-        results[stage.name] = upstream
-    return results

@@ -23,9 +23,9 @@ def test_help_for_every_command():
 
 
 def test_config_error_is_one_line_and_exit_2(capsys):
-    assert zyda2.main(["show-config", "configs/local.yaml", "--set", "dedup.rows=3"]) == 2
+    assert zyda2.main(["show-config", "configs/local.yaml", "--set", "dedup.rows=17"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "zyda2: error: dedup.bands: bands x rows (8 x 3) must equal num_hashes (128)"
+    assert err == "zyda2: error: dedup.bands: bands x rows (8 x 17) must not exceed num_hashes (128)"
 
 
 def test_run_command_end_to_end(ray_instance, data_dir, tmp_path, capsys):

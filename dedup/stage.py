@@ -1,0 +1,292 @@
+"""The dedup stage: signatures -> buckets -> edges (-> verification) -> components -> decisions.
+
+  1. signatures   one task per input partition; cached in dedup/signatures/<tag>/ and reused by
+                  any later run whose shingling and hash parameters are the same (bands/rows may differ)
+  2. buckets      map: (band key, doc) pairs hashed into P partitions; reduce: star edges per bucket
+  3. verify       optional: exact char/word n-gram Jaccard of every candidate edge, edges below
+                  `verify_threshold` dropped (the paper did not verify)
+  4. components   alternating large-star / small-star on Ray (dedup/components.py)
+  5. resolve      members shuffled by cluster root; source-rank resolution (dedup/resolve.py)
+  6. apply        one task per group of input files writes dedup/decisions/<source>__<part>.parquet
+                  and the surviving documents dedup/<source>/<part>.parquet
+
+Only steps 1 and 6 touch documents; 2-5 move 8-byte keys through Ray's object store, each task
+holding one of P partitions. Cost for N docs, b bands, E candidate edges: signatures O(text);
+shuffle 16·N·b bytes; components O(E) bytes per round over a few rounds.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from dedup.components import connected_components, split_by
+from dedup.lsh import bucket_edges, bucket_pairs, doc_keys
+from dedup.minhash import jaccard, shingle_set, signatures
+from dedup.resolve import KEEP, REASONS, cluster_stats, resolve
+from pipelines.config import SOURCE_NAMES, DedupConfig
+from pipelines.outputs import PartitionWriter, read_json, write_json, write_table
+from pipelines.schema import DOC_SCHEMA
+from pipelines.sources import SourceFile, make_id
+from pipelines.stages import Stage, StageContext, done_stats, marker_path, run_partitions, sum_by_source
+
+DECISION_SCHEMA = pa.schema([
+    pa.field("nemo_id", pa.string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("src_file", pa.string(), nullable=False),
+    pa.field("src_row", pa.int64(), nullable=False),
+    pa.field("cluster_id", pa.string(), nullable=False),  # nemo_id of the cluster's smallest document key
+    pa.field("keep", pa.bool_(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+])
+
+
+def key_to_nemo_id(key, id_table: list[tuple[str, int]]) -> str:
+    """nemo_id of a document key (file index << 32 | src_row); id_table[file] = (id prefix, partition)."""
+    prefix, partition = id_table[int(key >> np.uint64(32))]
+    return make_id(prefix, int(key & np.uint64(0xFFFFFFFF)), partition)
+
+
+def signature_tag(cfg: DedupConfig) -> str:
+    """Folder name of a signature cache: everything signatures depend on, nothing else."""
+    return f"{cfg.shingle}{cfg.ngram}_{cfg.num_hashes}h_{cfg.hash_bits}b_seed{cfg.seed}"
+
+
+def write_signatures(docs_path: Path, out_path: Path, cfg: DedupConfig) -> int:
+    table = pq.read_table(docs_path, columns=["text", "src_row"])
+    sigs = signatures(table.column("text"), cfg)
+    flat = pa.array(sigs.ravel(), pa.uint32() if cfg.hash_bits == 32 else pa.uint64())
+    write_table(out_path, pa.table({"src_row": table.column("src_row"),
+                                    "signature": pa.FixedSizeListArray.from_arrays(flat, cfg.num_hashes)}))
+    return table.num_rows
+
+
+def read_signatures(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    table = pq.read_table(path)
+    col = table.column("signature").combine_chunks()
+    width = col.type.list_size
+    sigs = col.values.to_numpy(zero_copy_only=False).reshape(-1, width)
+    return table.column("src_row").to_numpy(), sigs
+
+
+class DedupStage(Stage):
+    name = "dedup"
+
+    def run(self, ctx: StageContext, upstream):
+        cfg = ctx.cfg.dedup
+        tag = signature_tag(cfg)
+        sig_dir = f"dedup/signatures/{tag}"
+        upstream_hash = ctx.cfg.section_hash("ingest", "heuristic_filter")
+        docs_dir = ctx.docs_dir
+
+        def sig_task(sf: SourceFile) -> dict:
+            n = write_signatures(ctx.docs_path(sf, docs_dir), ctx.out / sig_dir / sf.source / f"{sf.part_name}.parquet",
+                                 cfg)
+            return {"source": sf.source, "docs": n}
+
+        run_partitions(ctx, sig_dir, f"{upstream_hash}-{tag}", sig_task)
+        apply_hash = ctx.cfg.section_hash("ingest", "heuristic_filter", "dedup")
+        summary_path = ctx.out / "dedup" / "summary.json"
+        cached = [done_stats(ctx, self.name, apply_hash, sf) for sf in ctx.files]
+        if summary_path.exists() and read_json(summary_path).get("config_hash") == apply_hash \
+                and all(c is not None for c in cached):
+            summary, stats = read_json(summary_path)["summary"], cached
+        else:
+            summary, stats = cluster_and_apply(ctx, sig_dir, docs_dir, apply_hash)
+            write_json(summary_path, {"config_hash": apply_hash, "summary": summary})
+        ctx.docs_dir = self.name
+        ctx.details[self.name] = summary
+        by_source = sum_by_source(stats)
+        for name, figures in summary["per_source"].items():
+            if name in by_source:
+                by_source[name].update(figures)
+        for agg in by_source.values():
+            agg.pop("quarantine_reasons", None)
+            agg.pop("partitions", None)
+        return by_source
+
+
+def _log(ctx: StageContext, msg: str) -> None:
+    if not ctx.quiet:
+        print(f"[dedup] {msg}", file=sys.stderr, flush=True)
+
+
+def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: str, apply_hash: str) -> tuple[dict, list[dict]]:
+    cfg = ctx.cfg.dedup
+    parts = cfg.partitions
+    cpus = ctx.cfg.ray.task_cpus
+    files = ctx.files
+    rank = {s: i for i, s in enumerate(cfg.source_rank)}
+    file_rank = np.array([rank.get(sf.source, len(rank)) for sf in files], np.int64)
+    source_index = {s: i for i, s in enumerate(SOURCE_NAMES)}
+    file_source = np.array([source_index[sf.source] for sf in files], np.int64)
+    id_parts = ray.put([(sf.id_prefix, sf.partition) for sf in files])
+
+    # -- buckets: map over signature files, reduce into star edges
+    @ray.remote(num_cpus=cpus, num_returns=parts + 1)
+    def bucket_map(i: int):
+        sf = files[i]
+        rows, sigs = read_signatures(ctx.out / sig_dir / sf.source / f"{sf.part_name}.parquet")
+        pieces = bucket_pairs(sigs[:, : cfg.bands * cfg.rows], doc_keys(i, rows), cfg.bands, cfg.rows,
+                              cfg.seed, parts)
+        return (*pieces, sum(p.nbytes for p in pieces))
+
+    @ray.remote(num_cpus=cpus, num_returns=2)
+    def bucket_reduce(*pieces):
+        u, v, stats = bucket_edges(*pieces)
+        return (u, v), stats
+
+    maps = [bucket_map.remote(i) for i in range(len(files))]
+    reduces = [bucket_reduce.remote(*[m[p] for m in maps]) for p in range(parts)]
+    edge_refs = [r[0] for r in reduces]
+    bucket_stats = ray.get([r[1] for r in reduces])
+    shuffle_bytes = sum(ray.get([m[parts] for m in maps]))
+    summary = {"signature_tag": signature_tag(cfg), "bands": cfg.bands, "rows": cfg.rows, "mode": cfg.mode,
+               "partitions": parts, "band_pairs": sum(s["pairs"] for s in bucket_stats),
+               "buckets_ge2": sum(s["buckets_ge2"] for s in bucket_stats),
+               "largest_bucket": max([s["largest_bucket"] for s in bucket_stats], default=0)}
+    _log(ctx, f"{summary['band_pairs']:,} band keys, {summary['buckets_ge2']:,} buckets with 2+ docs")
+
+    # -- optional exact verification of candidate edges
+    if cfg.verify_threshold is not None:
+        @ray.remote(num_cpus=cpus, num_returns=2)
+        def verify(edges):
+            return verify_edges(edges, files, ctx, docs_dir, cfg)
+
+        outs = [verify.remote(ref) for ref in edge_refs]
+        edge_refs = [o[0] for o in outs]
+        checks = ray.get([o[1] for o in outs])
+        summary["verify"] = {"threshold": cfg.verify_threshold, "checked": sum(c[0] for c in checks),
+                             "rejected": sum(c[1] for c in checks)}
+    summary["candidate_edges"] = int(sum(ray.get([_count.remote(ref) for ref in edge_refs])))
+    _log(ctx, f"{summary['candidate_edges']:,} candidate edges")
+
+    # -- connected components
+    cc = {}
+    members = connected_components(edge_refs, parts, cpus, stats=cc)
+    summary["components_rounds"] = cc["rounds"]
+    summary["shuffle_bytes"] = shuffle_bytes + cc["shuffle_bytes"]
+    _log(ctx, f"components converged in {cc['rounds']} rounds")
+
+    # -- resolve: members grouped by cluster root, decisions split by file group
+    groups = max(1, min(parts, len(files)))
+
+    @ray.remote(num_cpus=cpus, num_returns=parts)
+    def by_root(pair):
+        node, root = pair
+        out = split_by(root, node, parts)
+        return out if parts > 1 else out[0]
+
+    @ray.remote(num_cpus=cpus, num_returns=groups + 1)
+    def resolve_part(id_table, *pieces):
+        pairs = np.concatenate([p for p in pieces]) if pieces else np.zeros((0, 2), np.uint64)
+        root, doc = pairs[:, 0], pairs[:, 1]
+
+        d, r, reason, _ = resolve(root, doc, file_rank, cfg.mode,
+                                  lambda keys: [key_to_nemo_id(k, id_table) for k in keys])
+        stats = cluster_stats(root, doc, file_source, len(SOURCE_NAMES))
+        group = ((d >> np.uint64(32)) % np.uint64(groups)).astype(np.int64)
+        rows = np.stack([d, r, reason.astype(np.uint64)], axis=1)
+        out = [rows[group == g] for g in range(groups)]
+        return (*out, stats)
+
+    shuffled = [by_root.remote(m) for m in members]
+    pieces_for = [[s[p] for s in shuffled] if parts > 1 else [s for s in shuffled] for p in range(parts)]
+    resolved = [resolve_part.remote(id_parts, *pieces_for[p]) for p in range(parts)]
+    cstats = ray.get([r[groups] for r in resolved])
+    summary.update(_merge_cluster_stats(cstats))
+
+    # -- apply: each group of input files gets its decisions and writes outputs
+    @ray.remote(num_cpus=cpus, max_retries=ctx.cfg.ray.max_retries)
+    def apply_group(g: int, id_table, *pieces):
+        rows = np.concatenate(pieces) if pieces else np.zeros((0, 3), np.uint64)
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        results = []
+        for i in range(g, len(files), groups):
+            sf = files[i]
+            lo, hi = np.searchsorted(rows[:, 0], [np.uint64(i) << np.uint64(32), np.uint64(i + 1) << np.uint64(32)])
+            stats = apply_decisions(ctx, sf, docs_dir, rows[lo:hi], id_table)
+            write_json(marker_path(ctx.out, "dedup", sf), {"config_hash": apply_hash, "src_url": sf.url,
+                                                              "stats": stats})
+            results.append((i, stats))
+        return results
+
+    applied = ray.get([apply_group.remote(g, id_parts, *[r[g] for r in resolved]) for g in range(groups)])
+    stats = [s for _, s in sorted(x for group in applied for x in group)]
+    return summary, stats
+
+
+@ray.remote(num_cpus=0)
+def _count(edges) -> int:
+    return len(edges[0])
+
+
+def _merge_cluster_stats(parts: list[dict]) -> dict:
+    sizes: dict[int, int] = {}
+    n_src: dict[int, int] = {}
+    per_source = [[0, 0] for _ in SOURCE_NAMES]
+    for p in parts:
+        for k, v in p["sizes"].items():
+            sizes[k] = sizes.get(k, 0) + v
+        for k, v in p["sources_per_cluster"].items():
+            n_src[k] = n_src.get(k, 0) + v
+        for s, (count, largest) in enumerate(p["per_source"]):
+            per_source[s][0] += count
+            per_source[s][1] = max(per_source[s][1], largest)
+    return {"clusters": sum(p["clusters"] for p in parts),
+            "cluster_sizes": {str(k): sizes[k] for k in sorted(sizes)},
+            "sources_per_cluster": {str(k): n_src[k] for k in sorted(n_src)},
+            "per_source": {s: {"clusters": per_source[i][0], "largest_cluster": per_source[i][1]}
+                           for i, s in enumerate(SOURCE_NAMES)}}
+
+
+def apply_decisions(ctx: StageContext, sf: SourceFile, docs_dir: str, rows: np.ndarray, id_table) -> dict:
+    """Write one partition's decisions and surviving documents; return its counts."""
+    table = pq.read_table(ctx.docs_path(sf, docs_dir))
+    src_row = table.column("src_row").to_numpy()
+    dec_rows = (rows[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    reasons = rows[:, 2].astype(np.int64)
+    dropped = dec_rows[~KEEP[reasons]]
+    kept = table.filter(pa.array(~np.isin(src_row, dropped)))
+    writer = PartitionWriter(ctx.out / "dedup" / sf.source / f"{sf.part_name}.parquet", DOC_SCHEMA)
+    writer.write_table(kept)
+    extra = {}
+    if len(rows):
+        roots = rows[:, 1]
+        cluster_ids = [key_to_nemo_id(r, id_table) for r in roots]
+        order = np.argsort(dec_rows, kind="stable")
+        extra[ctx.out / "dedup" / "decisions" / f"{sf.source}__{sf.part_name}.parquet"] = pa.table({
+            "nemo_id": [make_id(sf.id_prefix, int(r), sf.partition) for r in dec_rows[order]],
+            "source": [sf.source] * len(rows), "src_file": [sf.rel] * len(rows),
+            "src_row": dec_rows[order], "cluster_id": [cluster_ids[j] for j in order],
+            "keep": KEEP[reasons[order]], "reason": [REASONS[k] for k in reasons[order]]}, schema=DECISION_SCHEMA)
+    writer.close(extra=extra)
+    removed = {}
+    for code in np.unique(reasons[~KEEP[reasons]]):
+        removed[REASONS[code]] = int((reasons == code).sum())
+    chars = int(pa.compute.sum(pa.compute.utf8_length(kept.column("text"))).as_py() or 0)
+    return {"source": sf.source, "src_file": sf.rel, "read": table.num_rows, "out": kept.num_rows,
+            "removed": removed, "quarantined": 0, "quarantine_reasons": {}, "chars_out": chars}
+
+
+def verify_edges(edges, files: list[SourceFile], ctx: StageContext, docs_dir: str,
+                 cfg: DedupConfig) -> tuple[tuple[np.ndarray, np.ndarray], tuple[int, int]]:
+    """Keep candidate edges whose exact n-gram Jaccard reaches the threshold."""
+    u, v = edges
+    needed: dict[int, set[int]] = {}
+    for key in np.concatenate([u, v]):
+        needed.setdefault(int(key >> np.uint64(32)), set()).add(int(key & np.uint64(0xFFFFFFFF)))
+    shingles: dict[int, np.ndarray] = {}
+    for fi, rows in sorted(needed.items()):
+        table = pq.read_table(ctx.docs_path(files[fi], docs_dir), columns=["text", "src_row"])
+        for text, row in zip(table.column("text").to_pylist(), table.column("src_row").to_pylist()):
+            if row in rows:
+                shingles[(fi << 32) | row] = shingle_set(text, cfg)
+    keep = np.array([jaccard(shingles[int(a)], shingles[int(b)]) >= cfg.verify_threshold
+                     for a, b in zip(u, v)], bool)
+    return (u[keep], v[keep]), (int(len(u)), int((~keep).sum()))

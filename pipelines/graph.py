@@ -1,0 +1,31 @@
+"""The stage graph, in order: ingest -> heuristic filter -> dedup -> quality filter -> tokenize -> shards."""
+
+from __future__ import annotations
+
+import time
+
+from dedup.stage import DedupStage
+from pipelines.stages import IngestStage, PassThrough, Stage, StageContext
+
+STAGES: list[Stage] = [
+    IngestStage(),
+    PassThrough("heuristic_filter", "issue 5"),
+    DedupStage(),
+    PassThrough("quality_filter", "issue 5"),
+    PassThrough("tokenize", "issue 6"),
+    PassThrough("shards", "issue 6"),
+]
+
+
+def run_stages(ctx: StageContext, only: list[str] | None = None) -> dict[str, dict[str, dict]]:
+    """Run every enabled stage in order (or just `only`); returns {stage: {source: counts}}."""
+    results: dict[str, dict[str, dict]] = {}
+    upstream: dict[str, dict] = {}
+    for stage in STAGES:
+        if not stage.enabled(ctx.cfg) or (only is not None and stage.name not in only):
+            continue
+        t0 = time.monotonic()
+        upstream = stage.run(ctx, upstream)
+        ctx.timings[stage.name] = round(time.monotonic() - t0, 3)
+        results[stage.name] = upstream
+    return results
