@@ -101,7 +101,7 @@ class DedupStage(Stage):
             write_json(summary_path, {"config_hash": apply_hash, "summary": summary})
         ctx.docs_dir = self.name
         ctx.details[self.name] = summary
-        by_source = sum_by_source(stats)
+        by_source = sum_by_source(stats, upstream)
         for name, figures in summary["per_source"].items():
             if name in by_source:
                 by_source[name].update(figures)

@@ -84,11 +84,16 @@ def run_partitions(ctx: StageContext, stage: str, config_hash: str,
     return [results[i] for i in range(len(ctx.files))]
 
 
-def sum_by_source(stats: list[dict]) -> dict[str, dict]:
-    out: dict[str, dict] = {}
+def empty_counts() -> dict:
+    return {"in": 0, "out": 0, "removed": {}, "quarantined": 0, "quarantine_reasons": {}, "chars_out": 0,
+            "partitions": 0}
+
+
+def sum_by_source(stats: list[dict], sources=()) -> dict[str, dict]:
+    """Per-source totals of partition stats; every name in `sources` gets a row, even with no files."""
+    out: dict[str, dict] = {name: empty_counts() for name in sources}
     for s in stats:
-        agg = out.setdefault(s["source"], {"in": 0, "out": 0, "removed": {}, "quarantined": 0,
-                                           "quarantine_reasons": {}, "chars_out": 0, "partitions": 0})
+        agg = out.setdefault(s["source"], empty_counts())
         agg["in"] += s["read"]
         agg["out"] += s["out"]
         agg["quarantined"] += s["quarantined"]
@@ -125,12 +130,7 @@ class IngestStage(Stage):
         cfg, out, progress = ctx.cfg.ingest, ctx.out, ctx.progress
         config_hash = ctx.cfg.section_hash("ingest")
         stats = run_partitions(ctx, self.name, config_hash, lambda sf: ingest_file(sf, cfg, out, progress))
-        by_source = sum_by_source(stats)
-        for name, src in ctx.cfg.sources.items():  # a source with no files still gets a row
-            if src.enabled:
-                by_source.setdefault(name, {"in": 0, "out": 0, "removed": {}, "quarantined": 0,
-                                            "quarantine_reasons": {}, "chars_out": 0, "partitions": 0})
-        return dict(sorted(by_source.items()))
+        return sum_by_source(stats, [name for name, src in ctx.cfg.sources.items() if src.enabled])
 
 
 class PassThrough(Stage):

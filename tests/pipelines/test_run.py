@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import load_config
@@ -15,8 +16,15 @@ from tests.conftest import REPO, files_digest, run_local
 
 
 def test_accounting_identity_holds_per_source(local_run):
-    _, report = local_run
-    assert report["totals"] == {"read": 2368, "kept": 2368, "quarantined": 0, "removed": 0, "balanced": True}
+    out, report = local_run
+    totals = report["totals"]
+    assert totals["read"] == 2368 and totals["quarantined"] == 0 and totals["balanced"]
+    assert totals["removed"] > 0 and totals["kept"] == 2368 - totals["removed"]
+    decisions = pq.read_table(sorted((out / "dedup" / "decisions").glob("*.parquet"))).to_pandas()
+    assert (~decisions["keep"]).sum() == totals["removed"]
+    kept_docs = sum(pq.read_metadata(p).num_rows for source in ("dclm", "fwe", "zyda", "dolma-cc")
+                    for p in (out / "dedup" / source).glob("*.parquet"))
+    assert kept_docs == totals["kept"]
     expected = {"dclm": 578, "fwe": 588, "zyda": 600, "dolma-cc": 602}
     for source, n in expected.items():
         r = report["sources"][source]
@@ -32,7 +40,8 @@ def test_manifest_records_config_versions_and_stage_status(local_run):
     assert manifest["status"] == "done" and len(manifest["config_hash"]) == 16
     assert manifest["versions"]["ray"] == "2.60.0" and manifest["versions"]["pyarrow"] == "26.0.1"
     assert manifest["stages"]["ingest"]["status"] == "done"
-    assert manifest["stages"]["dedup"]["status"] == "placeholder"
+    assert manifest["stages"]["dedup"]["status"] == "done"
+    assert manifest["stages"]["tokenize"]["status"] == "placeholder"
     assert manifest["config"]["dedup"]["bands"] == 8
 
 
