@@ -45,3 +45,43 @@ def write_results(name: str, results: dict) -> Path:
     path.write_text(json.dumps({"machine": machine(), **results}, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def doc_corpus(target_mb: float, chunk_chars: int = 20_000) -> list[str]:
+    """Real English-ish text at run time: the docs Debian installs under /usr/share/doc (changelogs,
+    copyright files, READMEs), cut into ~20k-character documents. Deterministic for a machine."""
+    import gzip
+    docs: list[str] = []
+    total = 0
+    for path in sorted(Path("/usr/share/doc").rglob("*")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        try:
+            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            text = raw.decode("utf-8")
+        except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile):
+            continue
+        for i in range(0, len(text), chunk_chars):
+            chunk = text[i: i + chunk_chars]
+            if chunk.strip():
+                docs.append(chunk)
+                total += len(chunk.encode())
+        if total >= target_mb * 1e6:
+            break
+    return docs
+
+
+def ray_workers_peak_rss_mb() -> list[float]:
+    """Peak RSS (VmHWM) of every live Ray worker process of this machine's Ray instance."""
+    peaks = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            cmdline = (status.parent / "cmdline").read_bytes()
+            if b"default_worker.py" not in cmdline and not cmdline.startswith(b"ray::"):
+                continue
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        except OSError:
+            continue
+    return sorted(peaks, reverse=True)
