@@ -1,6 +1,6 @@
 """Run every benchmark: `python -m benchmarks` (or `make bench`). Figures go to benchmarks/results/."""
 
-from benchmarks import ingest
+from benchmarks import dedup_scale, ingest, minhash
 
-for bench in (ingest,):
+for bench in (ingest, minhash, dedup_scale):
     bench.main()
