@@ -135,7 +135,7 @@ def run(n_total: int) -> dict:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 and __name__ == "__main__" else 10_000_000
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
     result = run(n)
     print(result)
     assert result["wrong_labels"] == 0 and result["unexpected_nodes"] == 0, "clusters are wrong"

@@ -85,8 +85,9 @@ class DedupStage(Stage):
         docs_dir = ctx.docs_dir
 
         def sig_task(sf: SourceFile) -> dict:
-            n = write_signatures(ctx.docs_path(sf, docs_dir), ctx.out / sig_dir / sf.source / f"{sf.part_name}.parquet",
-                                 cfg)
+            path = ctx.docs_path(sf, docs_dir)
+            n = write_signatures(path, ctx.out / sig_dir / sf.source / f"{sf.part_name}.parquet", cfg)
+            ctx.progress.add.remote(sig_dir, n, path.stat().st_size)
             return {"source": sf.source, "docs": n}
 
         run_partitions(ctx, sig_dir, f"{upstream_hash}-{tag}", sig_task)

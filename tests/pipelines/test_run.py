@@ -74,6 +74,12 @@ def test_resume_finishes_an_interrupted_run_identically(local_run, data_dir, tmp
     (crashed / "ingest" / "dclm" / sorted((crashed / "ingest" / "dclm").glob("*.parquet"))[0].name).unlink()
     (crashed / "ingest" / "dclm" / ".half.parquet.tmp-1234").write_bytes(b"PAR1 garbage")
     (crashed / "report.json").unlink()
+    # and in dedup: a lost signature partition, lost decisions markers, no summary
+    sig_markers = sorted((crashed / "dedup" / "signatures").rglob("_done/fwe__*.json"))
+    sig_markers[0].unlink()
+    for marker in sorted((crashed / "dedup" / "_done").glob("*.json"))[::3]:
+        marker.unlink()
+    (crashed / "dedup" / "summary.json").unlink()
     with pytest.raises(RunError, match="--resume"):
         run_local(crashed, data_dir / "sources")
     run_local(crashed, data_dir / "sources", resume=True)
