@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+QUALITY_MODEL := runs/models/quality-fasttext.ftz
+
+$(QUALITY_MODEL): $(STAMP)
+	$(PY) zyda2.py train-quality $(ZYDA2_DATA)/quality/labels.jsonl --output $@ > /dev/null
+
 demo: $(STAMP)
 	@if [ -d "$(ZYDA2_DATA)/sources" ]; then \
+	  $(MAKE) --no-print-directory $(QUALITY_MODEL) && \
 	  $(PY) zyda2.py run configs/local.yaml --overwrite; \
 	else \
 	  echo "no $(ZYDA2_DATA)/sources: streaming a small sample of the Hub datasets"; \

@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -42,8 +44,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_dedup(args) -> int:
-    from pathlib import Path
-
     from pipelines.runner import rerun_dedup
     report = rerun_dedup(Path(args.run_dir), args.overrides, Path(args.output), quiet=args.quiet,
                          overwrite=args.overwrite)
@@ -52,6 +52,36 @@ def cmd_dedup(args) -> int:
         print(f"{source:9s} in {d['in']:>9,}  removed {sum(d['removed'].values()):>9,}  "
               f"clusters {d.get('clusters', 0):>8,}  largest {d.get('largest_cluster', 0):>5,}")
     print(f"decisions: {args.output}/dedup/decisions/\nreport:    {args.output}/report.json")
+    return 0
+
+
+def cmd_train_quality(args) -> int:
+    from filters.quality import read_folders, read_labels, train_fasttext
+    if args.labels:
+        data = read_labels(args.labels)
+    elif args.positive and args.negative:
+        data = read_folders(args.positive, args.negative)
+    else:
+        raise SystemExit("zyda2.py train-quality: give LABELS.jsonl, or --positive DIR and --negative DIR")
+    report = train_fasttext(data, args.output, seed=args.seed, quantize=not args.no_quantize)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_eval_quality(args) -> int:
+    import numpy as np
+
+    from filters.quality import load_classifier, metrics, read_labels
+    from pipelines.config import QualityFilterConfig
+    backend = "deberta" if Path(args.model).is_dir() or not Path(args.model).exists() else "fasttext"
+    cfg = QualityFilterConfig(backend=backend, model=args.model, threshold=args.threshold, device=args.device,
+                              keep_labels=args.keep_labels.split(","))
+    model = load_classifier(cfg)
+    data = read_labels(args.labels)
+    preds, prob_high = model.predict(data.texts)
+    result = {"model": args.model, "backend": backend, "labels": args.labels,
+              **metrics(data.good, np.isin(preds, cfg.keep_labels), prob_high)}
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -86,6 +116,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_dedup)
 
+    p = sub.add_parser("train-quality", help="train a fastText quality classifier from labelled documents")
+    p.add_argument("labels", nargs="?", help="JSONL with 'text' and 'label' (good|bad), e.g. "
+                   "../shared/data/quality/labels.jsonl")
+    p.add_argument("--positive", metavar="DIR", help="folder of good *.txt documents (instead of LABELS)")
+    p.add_argument("--negative", metavar="DIR", help="folder of bad *.txt documents (instead of LABELS)")
+    p.add_argument("--output", required=True, metavar="MODEL", help="model file (.ftz); MODEL.json gets the "
+                   "threshold chosen on validation data and held-out test metrics")
+    p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+    p.add_argument("--no-quantize", action="store_true", help="keep the full-size model")
+    p.set_defaults(func=cmd_train_quality)
+
+    p = sub.add_parser("eval-quality", help="JSON metrics (accuracy, precision, recall, F1, ROC AUC) of a "
+                       "quality model on labelled documents")
+    p.add_argument("model", help="fastText model file, or DeBERTa model folder / Hub id")
+    p.add_argument("labels", help="JSONL with 'text' and 'label' (good|bad)")
+    p.add_argument("--threshold", type=float, help="fastText P(good) cut (default: the model's own)")
+    p.add_argument("--keep-labels", default="High", help="labels counted as good (default High)")
+    p.add_argument("--device", default="auto", help="DeBERTa device: auto, cpu, cuda (default auto)")
+    p.set_defaults(func=cmd_eval_quality)
+
     p = sub.add_parser("show-config", help="print the fully resolved, validated config and its hash")
     _add_config_args(p)
     p.set_defaults(func=cmd_show_config)
@@ -100,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.report import AccountingError
     try:
         return args.func(args)
-    except (ConfigError, RunError, AccountingError) as e:
+    except (ConfigError, RunError, AccountingError, FileNotFoundError) as e:
         print(f"zyda2: error: {e}", file=sys.stderr)
         return 2
 

@@ -82,7 +82,7 @@ class DedupStage(Stage):
         tag = signature_tag(cfg)
         sig_dir = f"dedup/signatures/{tag}"
         upstream_hash = ctx.cfg.section_hash("ingest", "heuristic_filter")
-        docs_dir = ctx.docs_dir
+        docs_dir = dict(ctx.docs_dirs)
 
         def sig_task(sf: SourceFile) -> dict:
             path = ctx.docs_path(sf, docs_dir)
@@ -100,7 +100,7 @@ class DedupStage(Stage):
         else:
             summary, stats = cluster_and_apply(ctx, sig_dir, docs_dir, apply_hash)
             write_json(summary_path, {"config_hash": apply_hash, "summary": summary})
-        ctx.docs_dir = self.name
+        ctx.docs_dirs = {sf.source: self.name for sf in ctx.files}
         ctx.details[self.name] = summary
         by_source = sum_by_source(stats, upstream)
         for name, figures in summary["per_source"].items():
@@ -117,7 +117,7 @@ def _log(ctx: StageContext, msg: str) -> None:
         print(f"[dedup] {msg}", file=sys.stderr, flush=True)
 
 
-def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: str, apply_hash: str) -> tuple[dict, list[dict]]:
+def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_hash: str) -> tuple[dict, list[dict]]:
     cfg = ctx.cfg.dedup
     parts = cfg.partitions
     cpus = ctx.cfg.ray.task_cpus
@@ -246,7 +246,7 @@ def _merge_cluster_stats(parts: list[dict]) -> dict:
                            for i, s in enumerate(SOURCE_NAMES)}}
 
 
-def apply_decisions(ctx: StageContext, sf: SourceFile, docs_dir: str, rows: np.ndarray, id_table) -> dict:
+def apply_decisions(ctx: StageContext, sf: SourceFile, docs_dir: dict, rows: np.ndarray, id_table) -> dict:
     """Write one partition's decisions and surviving documents; return its counts."""
     table = pq.read_table(ctx.docs_path(sf, docs_dir))
     src_row = table.column("src_row").to_numpy()
@@ -275,7 +275,7 @@ def apply_decisions(ctx: StageContext, sf: SourceFile, docs_dir: str, rows: np.n
             "removed": removed, "quarantined": 0, "quarantine_reasons": {}, "chars_out": chars}
 
 
-def verify_edges(edges, files: list[SourceFile], ctx: StageContext, docs_dir: str,
+def verify_edges(edges, files: list[SourceFile], ctx: StageContext, docs_dir: dict,
                  cfg: DedupConfig) -> tuple[tuple[np.ndarray, np.ndarray], tuple[int, int]]:
     """Keep candidate edges whose exact n-gram Jaccard reaches the threshold."""
     u, v = edges

@@ -61,11 +61,17 @@ class IngestConfig:
 class HeuristicFilterConfig:
     enabled: bool = True
     apply_to: list[str] = field(default_factory=list)  # sources the Zyda-1 heuristics run on
-    min_chars: int = 100
-    min_mean_word_length: float = 3.0
+    min_chars: int = 100                  # drop below
+    min_mean_word_length: float = 3.0     # keep within [min, max]
     max_mean_word_length: float = 12.0
-    max_non_alnum_fraction: float = 0.30
-    max_digit_fraction: float = 0.20
+    max_non_alnum_fraction: float = 0.30  # drop above
+    max_digit_fraction: float = 0.20      # drop above
+    boilerplate_max_counts: dict[str, int] = field(default_factory=lambda: {"lorem ipsum": 0})  # drop above
+    dup_line_frac: float | None = 0.3     # datatrove GopherRepetitionFilter (lines/paragraphs only); null = off
+    dup_para_frac: float | None = 0.3
+    dup_line_char_frac: float | None = 0.2
+    dup_para_char_frac: float | None = 0.2
+    examples_per_filter: int = 5          # removed documents shown per source and filter in report.json
 
 
 @dataclass
@@ -91,10 +97,14 @@ class QualityFilterConfig:
     model: str = "nvidia/quality-classifier-deberta"
     apply_to: list[str] = field(default_factory=lambda: ["zyda", "dolma-cc"])
     keep_labels: list[str] = field(default_factory=lambda: ["High"])
-    max_chars: int = 6000
+    threshold: float | None = None  # fasttext: P(good) cut; None = the one chosen at training (<model>.json)
+    max_chars: int | None = 6000  # characters of a document the classifier sees; None = all
     max_tokens: int = 1024
     batch_size: int = 256
-    fwe_min_int_score: int = 3
+    device: str = "auto"  # deberta: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+    actors: int = 2  # classifier actors (each loads the model once)
+    actor_gpus: float = 0.0  # GPUs per actor (e.g. 1.0 on a GPU cluster)
+    fwe_min_int_score: int | None = 3  # FineWeb-Edu kept where int_score >= this; None = untouched
 
 
 @dataclass
@@ -280,6 +290,16 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
                "dedup.mode": (cfg.dedup.mode, ("cross", "all")),
                "dedup.hash_bits": (cfg.dedup.hash_bits, (32, 64)),
                "quality_filter.backend": (cfg.quality_filter.backend, ("deberta", "fasttext"))}
+    q = cfg.quality_filter
+    if q.enabled and q.apply_to and q.backend == "fasttext" and not is_url(q.model):
+        q.model = str((base_dir / q.model).resolve())
+        if not Path(q.model).is_file():
+            raise ConfigError(f"quality_filter.model: fastText model not found: {q.model} "
+                              "(train one with `zyda2.py train-quality LABELS.jsonl --output MODEL`)")
+    elif q.enabled and q.apply_to and q.backend == "deberta" and (q.model.startswith((".", "/"))):
+        q.model = str((base_dir / q.model).resolve())
+        if not Path(q.model).is_dir():
+            raise ConfigError(f"quality_filter.model: DeBERTa model folder not found: {q.model}")
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")

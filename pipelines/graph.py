@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 
 from dedup.stage import DedupStage
+from filters.stage import HeuristicFilterStage, QualityFilterStage
 from pipelines.stages import IngestStage, PassThrough, Stage, StageContext
 
 STAGES: list[Stage] = [
     IngestStage(),
-    PassThrough("heuristic_filter", "issue 5"),
+    HeuristicFilterStage(),
     DedupStage(),
-    PassThrough("quality_filter", "issue 5"),
+    QualityFilterStage(),
     PassThrough("tokenize", "issue 6"),
     PassThrough("shards", "issue 6"),
 ]

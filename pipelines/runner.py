@@ -149,6 +149,8 @@ def run_pipeline(cfg: Config, resume: bool = False, overwrite: bool = False, qui
             manifest["stages"] = ctx.timings
             write_json(out / "manifest.json", manifest)
             raise
+        finally:
+            ray.kill(ctx.progress)
     report = build_report(results, ctx.details)
     write_json(out / "report.json", report)
     manifest["stages"] = {name: {"status": "placeholder" if any(s.get("placeholder") for s in per.values())

@@ -21,6 +21,20 @@ DOC_SCHEMA = pa.schema([
     pa.field("metadata", pa.string(), nullable=False),    # JSON object: every other native field, verbatim
 ])
 
+# After the quality stage: the classifier's label and P(High) for scored docs, null for the others.
+QUALITY_SCHEMA = DOC_SCHEMA.append(pa.field("quality_pred", pa.string())).append(pa.field("quality_prob", pa.float64()))
+
+
+def with_quality_columns(table: pa.Table, preds: list[str] | None = None, probs=None) -> pa.Table:
+    """`table` in QUALITY_SCHEMA: the given predictions, or nulls for documents nobody scored."""
+    n = table.num_rows
+    table = table.select(DOC_SCHEMA.names)
+    table = table.append_column(QUALITY_SCHEMA.field("quality_pred"), pa.array(preds if preds is not None else [None] * n,
+                                                                               pa.string()))
+    return table.append_column(QUALITY_SCHEMA.field("quality_prob"),
+                               pa.array(probs if probs is not None else [None] * n, pa.float64()))
+
+
 QUARANTINE_SCHEMA = pa.schema([
     pa.field("source", pa.string(), nullable=False),
     pa.field("src_file", pa.string(), nullable=False),

@@ -32,12 +32,15 @@ class StageContext:
     files: list[SourceFile]
     progress: object  # ProgressCounter actor handle
     quiet: bool = False
-    docs_dir: str = "ingest"  # folder of the newest documents: stages that filter write a new one
+    # per source, the folder holding its newest documents: a stage that changes a source's documents
+    # writes them anew and points here; a source a stage does not touch is never copied
+    docs_dirs: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     details: dict[str, dict] = field(default_factory=dict)  # stage-level figures for report.json
 
-    def docs_path(self, sf: SourceFile, docs_dir: str | None = None) -> Path:
-        return self.out / (docs_dir or self.docs_dir) / sf.source / f"{sf.part_name}.parquet"
+    def docs_path(self, sf: SourceFile, docs_dirs: dict[str, str] | None = None) -> Path:
+        """Where `sf`'s documents are now (or were when `docs_dirs` was copied)."""
+        return self.out / (docs_dirs or self.docs_dirs).get(sf.source, "ingest") / sf.source / f"{sf.part_name}.parquet"
 
 
 def marker_path(out: Path, stage: str, sf: SourceFile) -> Path:
@@ -55,11 +58,13 @@ def done_stats(ctx: StageContext, stage: str, config_hash: str, sf: SourceFile) 
 
 
 def run_partitions(ctx: StageContext, stage: str, config_hash: str,
-                   fn: Callable[[SourceFile], dict]) -> list[dict]:
-    """Run `fn` on every input partition as Ray tasks; reuse the stats of partitions already done."""
+                   fn: Callable[[SourceFile], dict], files: list[SourceFile] | None = None) -> list[dict]:
+    """Run `fn` on every input partition (or on `files`) as Ray tasks; reuse the stats of partitions
+    already done. Results come in the order of the files."""
+    files = ctx.files if files is None else files
     results: dict[int, dict] = {}
     todo = []
-    for i, sf in enumerate(ctx.files):
+    for i, sf in enumerate(files):
         stats = done_stats(ctx, stage, config_hash, sf)
         if stats is None:
             todo.append(i)
@@ -72,8 +77,8 @@ def run_partitions(ctx: StageContext, stage: str, config_hash: str,
         return stats
 
     remote = ray.remote(task).options(num_cpus=ctx.cfg.ray.task_cpus, max_retries=ctx.cfg.ray.max_retries)
-    pending = {remote.remote(ctx.files[i]): i for i in todo}
-    display = ProgressDisplay(stage, len(ctx.files), ctx.progress, ctx.quiet)
+    pending = {remote.remote(files[i]): i for i in todo}
+    display = ProgressDisplay(stage, len(files), ctx.progress, ctx.quiet)
     display.update(len(results))
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
@@ -81,7 +86,7 @@ def run_partitions(ctx: StageContext, stage: str, config_hash: str,
             results[pending.pop(ref)] = ray.get(ref)
         display.update(len(ready))
     display.close()
-    return [results[i] for i in range(len(ctx.files))]
+    return [results[i] for i in range(len(files))]
 
 
 def empty_counts() -> dict:

@@ -21,6 +21,18 @@ def data_dir() -> Path:
     return DATA
 
 
+QUALITY_MODEL = REPO / "runs" / "models" / "quality-fasttext.ftz"  # what configs/local.yaml points at
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quality_model(data_dir) -> Path:
+    """The fastText model the local recipe uses, trained on the shared labels as `make demo` does."""
+    if not QUALITY_MODEL.exists():
+        from filters.quality import read_labels, train_fasttext
+        train_fasttext(read_labels(data_dir / "quality" / "labels.jsonl"), QUALITY_MODEL, seed=0)
+    return QUALITY_MODEL
+
+
 @pytest.fixture(scope="session")
 def ray_instance():
     """One local Ray instance for every test that needs it; shut down (all its processes) at the end."""

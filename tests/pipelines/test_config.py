@@ -25,8 +25,10 @@ def test_shipped_configs_load_and_carry_the_recipe(data_dir):
         assert (d.shingle, d.ngram, d.num_hashes, d.hash_bits, d.seed, d.bands, d.rows) == ("char", 25, 128, 32, 10, 8, 16)
         assert d.mode == "cross" and d.source_rank == ["fwe", "dclm", "zyda", "dolma-cc"]
         assert cfg.quality_filter.apply_to == ["zyda", "dolma-cc"] and cfg.quality_filter.keep_labels == ["High"]
-        assert cfg.quality_filter.fwe_min_int_score == 3 and cfg.quality_filter.max_chars == 6000
+        assert cfg.quality_filter.fwe_min_int_score == 3
         assert cfg.shards.pretrain_weights == {"dclm": 4.0, "fwe": 4.0, "zyda": 0.16, "dolma-cc": 0.24}
+    assert full.quality_filter.backend == "deberta" and full.quality_filter.max_chars == 6000
+    assert local.quality_filter.backend == "fasttext"  # no DeBERTa weights offline
     assert full.sources["fwe"].path == "hf://datasets/HuggingFaceFW/fineweb-edu-score-2"
     assert full.ray.address is None and full.input_dir is None
     assert Path(local.sources["dclm"].path) == (data_dir / "sources" / "dclm").resolve()
