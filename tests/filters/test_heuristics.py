@@ -70,3 +70,22 @@ def test_boilerplate_and_repetition():
 
 def test_first_failing_filter_names_the_reason():
     assert check("x") == "min_chars"                              # also fails others; reported first
+
+
+def test_repetition_checks_give_datatrove_gopher_verdicts(data_dir):
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import GopherRepetitionFilter
+
+    from filters.heuristics import repetition
+    cfg = HeuristicFilterConfig(dup_line_frac=0.1, dup_para_frac=0.1, dup_line_char_frac=0.05,
+                                dup_para_char_frac=0.05)  # strict, so that many documents fail
+    theirs = GopherRepetitionFilter(dup_line_frac=0.1, dup_para_frac=0.1, dup_line_char_frac=0.05,
+                                    dup_para_char_frac=0.05, top_n_grams=(), dup_n_grams=())
+    texts = pq.read_table(sorted((data_dir / "sources" / "zyda").rglob("*.parquet"))).column("text").to_pylist()
+    failed = 0
+    for text in texts[:250]:
+        verdict = theirs.filter(Document(text=text, id=""))
+        expected = None if verdict is True else verdict[1]
+        assert repetition(text, cfg) == expected
+        failed += expected is not None
+    assert failed > 10
