@@ -118,12 +118,16 @@ class TokenizeConfig:
 @dataclass
 class ShardsConfig:
     enabled: bool = True
-    shard_tokens: int = 1_000_000_000
+    shard_tokens: int = 1_000_000_000  # target tokens per .bin shard; shards end at input-file boundaries
     pretrain_weights: dict[str, float] = field(
         default_factory=lambda: {"dclm": 4.0, "fwe": 4.0, "zyda": 0.16, "dolma-cc": 0.24}
     )
-    anneal_replay_fraction: float = 0.6
-    validation_docs_per_component: int = 1000
+    validation_fraction: float = 0.0005  # of each component, chosen by a hash of nemo_id; never in training
+    anneal_components: list[str] = field(default_factory=lambda: ["fwe", "zyda", "dolma-cc"])
+    anneal_fwe_min_int_score: int = 4  # FineWeb-Edu documents in the anneal set
+    anneal_min_quality_prob: float = 0.9  # classifier-scored documents in the anneal set
+    anneal_replay_fraction: float = 0.6  # share of the anneal mix that replays the pretraining mix
+    publish_parquet: bool = True  # Hub-layout parquet under publish/data/<component>/
 
 
 @dataclass
@@ -282,7 +286,8 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
     for key, names in (("dedup.source_rank", cfg.dedup.source_rank),
                        ("quality_filter.apply_to", cfg.quality_filter.apply_to),
                        ("heuristic_filter.apply_to", cfg.heuristic_filter.apply_to),
-                       ("shards.pretrain_weights", list(cfg.shards.pretrain_weights))):
+                       ("shards.pretrain_weights", list(cfg.shards.pretrain_weights)),
+                       ("shards.anneal_components", cfg.shards.anneal_components)):
         bad = [n for n in names if n not in SOURCE_NAMES]
         if bad:
             raise ConfigError(f"{key}: unknown source {bad[0]!r} (known: {', '.join(SOURCE_NAMES)})")

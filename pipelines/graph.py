@@ -6,15 +6,16 @@ import time
 
 from dedup.stage import DedupStage
 from filters.stage import HeuristicFilterStage, QualityFilterStage
-from pipelines.stages import IngestStage, PassThrough, Stage, StageContext
+from pipelines.shards import ShardsStage, TokenizeStage
+from pipelines.stages import IngestStage, Stage, StageContext
 
 STAGES: list[Stage] = [
     IngestStage(),
     HeuristicFilterStage(),
     DedupStage(),
     QualityFilterStage(),
-    PassThrough("tokenize", "issue 6"),
-    PassThrough("shards", "issue 6"),
+    TokenizeStage(),
+    ShardsStage(),
 ]
 
 

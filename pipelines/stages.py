@@ -104,6 +104,9 @@ def sum_by_source(stats: list[dict], sources=()) -> dict[str, dict]:
         agg["quarantined"] += s["quarantined"]
         agg["chars_out"] += s["chars_out"]
         agg["partitions"] += 1
+        for key, value in s.items():  # stage-specific counts (tokens, ...) add up too
+            if key not in ("read", "out", "quarantined", "chars_out") and isinstance(value, int):
+                agg[key] = agg.get(key, 0) + value
         for key in ("removed", "quarantine_reasons"):
             for reason, n in s[key].items():
                 agg[key][reason] = agg[key].get(reason, 0) + n
@@ -115,8 +118,6 @@ def sum_by_source(stats: list[dict], sources=()) -> dict[str, dict]:
 
 class Stage:
     name: str = ""
-    placeholder: bool = False  # pass-through until the issue named in `todo` fills it
-    todo: str = ""
 
     def enabled(self, cfg: Config) -> bool:
         return getattr(cfg, self.name).enabled
@@ -136,15 +137,3 @@ class IngestStage(Stage):
         config_hash = ctx.cfg.section_hash("ingest")
         stats = run_partitions(ctx, self.name, config_hash, lambda sf: ingest_file(sf, cfg, out, progress))
         return sum_by_source(stats, [name for name, src in ctx.cfg.sources.items() if src.enabled])
-
-
-class PassThrough(Stage):
-    """A stage that is not built yet: documents flow through it unchanged, and the report says so."""
-    placeholder = True
-
-    def __init__(self, name: str, todo: str):
-        self.name, self.todo = name, todo
-
-    def run(self, ctx, upstream):
-        return {s: {"in": u["out"], "out": u["out"], "removed": {}, "quarantined": 0,
-                    "chars_out": u["chars_out"], "placeholder": self.todo} for s, u in upstream.items()}

@@ -1,0 +1,246 @@
+"""Tokenize and shards: the pipeline's products.
+
+tokenize  one Ray task per input partition: Mistral v0.1 ids (+EOS, optional BOS) of every kept
+          document, its split (`val` when a hash of its nemo_id falls under
+          `shards.validation_fraction`, else `train`) and whether it belongs to the anneal set.
+          -> tokenize/<source>/<part>.parquet
+shards    per component, consecutive partitions are grouped into shards of about `shard_tokens`
+          training tokens (cut at partition boundaries, so the plan depends only on token counts and
+          the same input gives the same shards whatever the worker count); one Ray task per shard:
+          shards/<component>/{train,anneal}/part_NNNNN.{bin,idx}, shards/<component>/val/part_00000
+          Hub-layout parquet: publish/data/<component>/<subfolder>/part.N.parquet
+          Mixtures: shards/blends/{pretrain,anneal}.json (+ .txt in Megatron's --data-path syntax).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from pipelines.indexed import IndexedDataset, write_indexed
+from pipelines.outputs import write_json, write_table
+from pipelines.schema import QUALITY_SCHEMA, with_quality_columns
+from pipelines.sources import SourceFile
+from pipelines.stages import Stage, StageContext, run_partitions, sum_by_source
+from pipelines.tokenizer import encode
+
+COMPONENTS = {"dclm": "dclm_crossdeduped", "fwe": "fwe3", "zyda": "zyda_crossdeduped-filtered",
+              "dolma-cc": "dolma-cc_crossdeduped-filtered"}
+
+TOKEN_SCHEMA = pa.schema([
+    pa.field("nemo_id", pa.string(), nullable=False),
+    pa.field("split", pa.string(), nullable=False),   # train | val
+    pa.field("anneal", pa.bool_(), nullable=False),   # in the anneal set (train documents only)
+    pa.field("tokens", pa.large_list(pa.uint16()), nullable=False),
+])
+
+
+def is_validation(nemo_id: str, fraction: float) -> bool:
+    """Stable, partition-independent choice: the first 8 bytes of sha1(nemo_id) as a fraction."""
+    h = int.from_bytes(hashlib.sha1(nemo_id.encode()).digest()[:8], "big")
+    return h < fraction * 2**64
+
+
+def read_docs(path: Path) -> pa.Table:
+    """A stage's documents in QUALITY_SCHEMA (sources no classifier saw get null quality columns)."""
+    table = pq.read_table(path)
+    return table if "quality_pred" in table.column_names else with_quality_columns(table)
+
+
+class TokenizeStage(Stage):
+    name = "tokenize"
+
+    def run(self, ctx: StageContext, upstream):
+        tcfg, scfg = ctx.cfg.tokenize, ctx.cfg.shards
+        docs_dirs = dict(ctx.docs_dirs)
+
+        def task(sf: SourceFile) -> dict:
+            table = read_docs(ctx.docs_path(sf, docs_dirs))
+            ids = encode(table.column("text").to_pylist(), tcfg.add_bos, tcfg.append_eos)
+            nemo_ids = table.column("nemo_id").to_pylist()
+            split = ["val" if is_validation(i, scfg.validation_fraction) else "train" for i in nemo_ids]
+            anneal = anneal_mask(table, sf.source, scfg) & (np.array(split) == "train")
+            lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
+            flat = np.fromiter((t for x in ids for t in x), np.uint16, int(offsets[-1]))
+            tokens = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(flat, pa.uint16()))
+            write_table(ctx.out / self.name / sf.source / f"{sf.part_name}.parquet",
+                        pa.table({"nemo_id": nemo_ids, "split": split, "anneal": anneal, "tokens": tokens},
+                                 schema=TOKEN_SCHEMA))
+            val = np.array(split) == "val"
+            ctx.progress.add.remote(self.name, table.num_rows, int(offsets[-1]) * 2)
+            return {"source": sf.source, "src_file": sf.rel, "read": table.num_rows, "out": table.num_rows,
+                    "removed": {}, "quarantined": 0, "quarantine_reasons": {}, "chars_out": 0,
+                    "tokens": int(lengths.sum()), "tokens_val": int(lengths[val].sum()),
+                    "tokens_anneal": int(lengths[anneal].sum()), "docs_val": int(val.sum())}
+
+        config_hash = ctx.cfg.section_hash("ingest", "heuristic_filter", "dedup", "quality_filter", "tokenize",
+                                           "shards")
+        stats = run_partitions(ctx, self.name, config_hash, task)
+        ctx.details[self.name] = {"partitions": stats}
+        by_source = sum_by_source(stats, upstream)
+        for src, agg in by_source.items():
+            agg["chars_out"] = upstream[src]["chars_out"]
+            agg.pop("quarantine_reasons", None)
+            agg.pop("partitions", None)
+        return by_source
+
+
+def anneal_mask(table: pa.Table, source: str, cfg) -> np.ndarray:
+    n = table.num_rows
+    if source not in cfg.anneal_components:
+        return np.zeros(n, bool)
+    if source == "fwe":
+        scores = table.column("int_score").to_numpy(zero_copy_only=False)
+        return np.nan_to_num(scores.astype(float), nan=-1) >= cfg.anneal_fwe_min_int_score
+    prob = table.column("quality_prob").to_numpy(zero_copy_only=False).astype(float)
+    return np.nan_to_num(prob, nan=-1) >= cfg.anneal_min_quality_prob
+
+
+def plan_shards(token_counts: list[int], target: int) -> list[list[int]]:
+    """Consecutive groups of partitions holding about `target` tokens each."""
+    groups, current, size = [], [], 0
+    for i, n in enumerate(token_counts):
+        current.append(i)
+        size += n
+        if size >= target:
+            groups.append(current)
+            current, size = [], 0
+    if current:
+        groups.append(current)
+    return groups
+
+
+def write_shard(prefix: Path, token_files: list[Path], select: str) -> dict:
+    """Concatenate the selected documents of `token_files` into one indexed shard."""
+    parts, lengths, docs = [], [], 0
+    for path in token_files:
+        t = pq.read_table(path)
+        mask = {"train": pc_equal(t, "split", "train"), "val": pc_equal(t, "split", "val"),
+                "anneal": t.column("anneal").to_numpy(zero_copy_only=False)}[select]
+        t = t.filter(pa.array(mask))
+        col = t.column("tokens").combine_chunks()
+        parts.append(col.values.to_numpy(zero_copy_only=False).astype(np.uint16))
+        lengths.append(np.diff(col.offsets.to_numpy()))
+        docs += t.num_rows
+    tokens = np.concatenate(parts) if parts else np.zeros(0, np.uint16)
+    lens = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    write_indexed(prefix, tokens, lens)
+    return {"prefix": str(prefix), "documents": docs, "tokens": int(lens.sum())}
+
+
+def pc_equal(table: pa.Table, column: str, value: str) -> np.ndarray:
+    return np.array(table.column(column).to_pylist()) == value
+
+
+def publish_partition(src: Path, dest: Path) -> int:
+    """One Hub-layout parquet file: the documents with their provenance, native and quality columns."""
+    table = read_docs(src)
+    write_table(dest, table.select(QUALITY_SCHEMA.names))
+    return table.num_rows
+
+
+class ShardsStage(Stage):
+    name = "shards"
+
+    def run(self, ctx: StageContext, upstream):
+        cfg = ctx.cfg.shards
+        stats = ctx.details["tokenize"].pop("partitions")
+        cpus = ctx.cfg.ray.task_cpus
+        jobs, meta = [], []
+        write = ray.remote(write_shard).options(num_cpus=cpus, max_retries=ctx.cfg.ray.max_retries)
+        for source, component in COMPONENTS.items():
+            files = [(sf, s) for sf, s in zip(ctx.files, stats) if sf.source == source]
+            if not files:
+                continue
+            token_files = [ctx.out / "tokenize" / source / f"{sf.part_name}.parquet" for sf, _ in files]
+            for split, key in (("train", "tokens"), ("anneal", "tokens_anneal")):
+                counts = [s[key] - (s["tokens_val"] if split == "train" else 0) for _, s in files]
+                for k, group in enumerate(plan_shards(counts, cfg.shard_tokens)):
+                    prefix = ctx.out / "shards" / component / split / f"part_{k:05d}"
+                    jobs.append(write.remote(prefix, [token_files[i] for i in group], split))
+                    meta.append((source, component, split))
+            jobs.append(write.remote(ctx.out / "shards" / component / "val" / "part_00000", token_files, "val"))
+            meta.append((source, component, "val"))
+            if cfg.publish_parquet:
+                publish = ray.remote(publish_partition).options(num_cpus=cpus)
+                counters: dict[str, int] = {}
+                for sf, _ in files:
+                    parts = PurePosixPath(sf.rel).parts
+                    sub = next((p for p in parts if p.startswith(("global-shard", "CC-MAIN", "zyda_", "cc_en"))),
+                               parts[0] if len(parts) > 1 else "default")
+                    n = counters.get(sub, 0)
+                    counters[sub] = n + 1
+                    jobs.append(publish.remote(ctx.docs_path(sf), ctx.out / "publish" / "data" / component / sub /
+                                               f"part.{n}.parquet"))
+                    meta.append((source, component, "publish"))
+        results = ray.get(jobs)
+        summary = {c: {"train_tokens": 0, "val_tokens": 0, "anneal_tokens": 0, "train_shards": [], "anneal_shards": [],
+                       "val_documents": 0, "published_documents": 0} for c in COMPONENTS.values()}
+        for (source, component, split), r in zip(meta, results):
+            c = summary[component]
+            if split == "publish":
+                c["published_documents"] += r
+            elif split == "val":
+                c["val_tokens"], c["val_documents"] = r["tokens"], r["documents"]
+            else:
+                c[f"{split}_tokens"] += r["tokens"]
+                c[f"{split}_shards"].append({"path": str(Path(r["prefix"]).relative_to(ctx.out)), "tokens": r["tokens"],
+                                             "documents": r["documents"]})
+        summary = {c: v for c, v in summary.items() if v["train_shards"] or v["val_documents"]}
+        blends = write_blends(ctx.out, summary, cfg)
+        ctx.details[self.name] = {"components": summary, "mixtures": blends}
+        return {s: {"in": u["out"], "out": u["out"], "removed": {}, "quarantined": 0, "chars_out": u["chars_out"]}
+                for s, u in upstream.items()}
+
+
+def write_blends(out: Path, summary: dict, cfg) -> dict:
+    """Pretrain and anneal mixtures: shard paths and sampling weights (token shares), JSON + Megatron text."""
+    source_of = {c: s for s, c in COMPONENTS.items()}
+    weights = {c: cfg.pretrain_weights.get(source_of[c], 0.0) for c in summary if summary[c]["train_tokens"]}
+    total_w = sum(weights.values())
+    pretrain = [{"path": sh["path"], "weight": weights[c] / total_w * sh["tokens"] / summary[c]["train_tokens"],
+                 "component": c, "tokens": sh["tokens"]}
+                for c in weights for sh in summary[c]["train_shards"] if sh["tokens"]]
+    anneal_tokens = sum(summary[c]["anneal_tokens"] for c in summary)
+    anneal = [{"path": sh["path"], "weight": (1 - cfg.anneal_replay_fraction) * sh["tokens"] / anneal_tokens,
+               "component": c, "tokens": sh["tokens"], "role": "anneal"}
+              for c in summary for sh in summary[c]["anneal_shards"] if sh["tokens"]] if anneal_tokens else []
+    replay = cfg.anneal_replay_fraction if anneal else 1.0
+    anneal += [{**p, "weight": p["weight"] * replay, "role": "replay"} for p in pretrain]
+    mixtures = {}
+    for name, blend in (("pretrain", pretrain), ("anneal", anneal)):
+        write_json(out / "shards" / "blends" / f"{name}.json", {"shards": blend})
+        text = " ".join(f"{b['weight']:.10f} {b['path']}" for b in blend)
+        (out / "shards" / "blends" / f"{name}.txt").write_text(text + "\n")
+        shares: dict[str, float] = {}
+        for b in blend:
+            key = b["component"] + (":replay" if b.get("role") == "replay" else "")
+            shares[key] = shares.get(key, 0.0) + b["weight"]
+        mixtures[name] = {"shares": {k: round(v, 6) for k, v in sorted(shares.items())},
+                          "tokens": sum(b["tokens"] for b in blend if b.get("role") != "replay")}
+    return mixtures
+
+
+def blend_indices(weights: list[float], n: int) -> np.ndarray:
+    """Which dataset each of n samples comes from: Megatron's greedy blending (the dataset furthest
+    behind its share goes next), so every prefix of the stream matches the weights within one sample."""
+    w = np.asarray(weights, float) / sum(weights)
+    counts = np.zeros(len(w))
+    out = np.empty(n, np.int64)
+    for i in range(n):
+        k = int(np.argmax(w * (i + 1) - counts))
+        out[i] = k
+        counts[k] += 1
+    return out
+
+
+def load_blend(out: Path, name: str) -> list[tuple[IndexedDataset, float, dict]]:
+    blend = json.loads((out / "shards" / "blends" / f"{name}.json").read_text())["shards"]
+    return [(IndexedDataset(out / b["path"]), b["weight"], b) for b in blend]
