@@ -1,6 +1,6 @@
 """Run every benchmark: `python -m benchmarks` (or `make bench`). Figures go to benchmarks/results/."""
 
-from benchmarks import dedup_scale, ingest, minhash, quality
+from benchmarks import dedup_scale, ingest, minhash, quality, tokenize
 
-for bench in (ingest, minhash, dedup_scale, quality):
+for bench in (ingest, minhash, dedup_scale, quality, tokenize):
     bench.main()

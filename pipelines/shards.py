@@ -15,6 +15,7 @@ shards    per component, consecutive partitions are grouped into shards of about
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path, PurePosixPath
 
@@ -61,24 +62,10 @@ class TokenizeStage(Stage):
         docs_dirs = dict(ctx.docs_dirs)
 
         def task(sf: SourceFile) -> dict:
-            table = read_docs(ctx.docs_path(sf, docs_dirs))
-            ids = encode(table.column("text").to_pylist(), tcfg.add_bos, tcfg.append_eos)
-            nemo_ids = table.column("nemo_id").to_pylist()
-            split = ["val" if is_validation(i, scfg.validation_fraction) else "train" for i in nemo_ids]
-            anneal = anneal_mask(table, sf.source, scfg) & (np.array(split) == "train")
-            lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
-            offsets = np.concatenate([[0], np.cumsum(lengths)])
-            flat = np.fromiter((t for x in ids for t in x), np.uint16, int(offsets[-1]))
-            tokens = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(flat, pa.uint16()))
-            write_table(ctx.out / self.name / sf.source / f"{sf.part_name}.parquet",
-                        pa.table({"nemo_id": nemo_ids, "split": split, "anneal": anneal, "tokens": tokens},
-                                 schema=TOKEN_SCHEMA))
-            val = np.array(split) == "val"
-            ctx.progress.add.remote(self.name, table.num_rows, int(offsets[-1]) * 2)
-            return {"source": sf.source, "src_file": sf.rel, "read": table.num_rows, "out": table.num_rows,
-                    "removed": {}, "quarantined": 0, "quarantine_reasons": {}, "chars_out": 0,
-                    "tokens": int(lengths.sum()), "tokens_val": int(lengths[val].sum()),
-                    "tokens_anneal": int(lengths[anneal].sum()), "docs_val": int(val.sum())}
+            stats = tokenize_partition(ctx.docs_path(sf, docs_dirs),
+                                       ctx.out / self.name / sf.source / f"{sf.part_name}.parquet", sf.source, tcfg, scfg)
+            ctx.progress.add.remote(self.name, stats["read"], stats["tokens"] * 2)
+            return {"src_file": sf.rel, **stats}
 
         config_hash = ctx.cfg.section_hash("ingest", "heuristic_filter", "dedup", "quality_filter", "tokenize",
                                            "shards")
@@ -90,6 +77,26 @@ class TokenizeStage(Stage):
             agg.pop("quarantine_reasons", None)
             agg.pop("partitions", None)
         return by_source
+
+
+def tokenize_partition(docs: Path, dest: Path, source: str, tcfg, scfg) -> dict:
+    """Tokenize one partition's documents into `dest` (TOKEN_SCHEMA); return its counts."""
+    table = read_docs(docs)
+    ids = encode(table.column("text").to_pylist(), tcfg.add_bos, tcfg.append_eos)
+    nemo_ids = table.column("nemo_id").to_pylist()
+    split = np.array(["val" if is_validation(i, scfg.validation_fraction) else "train" for i in nemo_ids])
+    val = split == "val"
+    anneal = anneal_mask(table, source, scfg) & ~val
+    lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    flat = np.fromiter(itertools.chain.from_iterable(ids), np.uint16, int(offsets[-1]))
+    tokens = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(flat, pa.uint16()))
+    write_table(dest, pa.table({"nemo_id": nemo_ids, "split": split.tolist(), "anneal": anneal, "tokens": tokens},
+                               schema=TOKEN_SCHEMA))
+    return {"source": source, "read": table.num_rows, "out": table.num_rows, "removed": {}, "quarantined": 0,
+            "quarantine_reasons": {}, "chars_out": 0, "tokens": int(lengths.sum()),
+            "tokens_val": int(lengths[val].sum()), "tokens_anneal": int(lengths[anneal].sum()),
+            "docs_val": int(val.sum())}
 
 
 def anneal_mask(table: pa.Table, source: str, cfg) -> np.ndarray:

@@ -14,7 +14,6 @@ import functools
 import hashlib
 from pathlib import Path
 
-import numpy as np
 
 MODEL_MD5 = "37974873eb68a7ab30c4912fc36264ae"
 VOCAB_SIZE, BOS, EOS = 32_000, 1, 2
@@ -47,11 +46,3 @@ def encode(texts: list[str], add_bos: bool = False, append_eos: bool = True, thr
 
 def decode(ids) -> str:
     return _processor().decode([int(i) for i in ids if i not in (BOS, EOS)])
-
-
-def encode_flat(texts: list[str], add_bos: bool, append_eos: bool, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(all tokens as uint16, per-document lengths): the layout shards are written in."""
-    docs = encode(texts, add_bos, append_eos, threads)
-    lengths = np.fromiter((len(d) for d in docs), np.int64, len(docs))
-    flat = np.fromiter((t for d in docs for t in d), np.uint16, int(lengths.sum()))
-    return flat, lengths
