@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -146,13 +147,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from pipelines.runner import RunError
     from pipelines.report import AccountingError
+    from pipelines.runner import RunError
+    from pipelines.sources import SourceAccessError
     try:
         return args.func(args)
-    except (ConfigError, RunError, AccountingError, FileNotFoundError) as e:
+    except (ConfigError, RunError, AccountingError, FileNotFoundError, SourceAccessError) as e:
         print(f"zyda2: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            print(f"zyda2: error: disk full writing {e.filename or 'outputs'}; free space or choose another "
+                  "--output (then --resume)", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

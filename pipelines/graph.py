@@ -6,6 +6,7 @@ import time
 
 from dedup.stage import DedupStage
 from filters.stage import HeuristicFilterStage, QualityFilterStage
+from pipelines.outputs import remove_stale_temp
 from pipelines.shards import ShardsStage, TokenizeStage
 from pipelines.stages import IngestStage, Stage, StageContext
 
@@ -28,6 +29,7 @@ def run_stages(ctx: StageContext, only: list[str] | None = None) -> dict[str, di
             continue
         t0 = time.monotonic()
         upstream = stage.run(ctx, upstream)
+        remove_stale_temp(ctx.out)  # a worker killed mid-write left its temp file; its retry wrote the real one
         ctx.timings[stage.name] = round(time.monotonic() - t0, 3)
         results[stage.name] = upstream
     return results

@@ -25,6 +25,14 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def remove_stale_temp(root: Path) -> int:
+    """Delete half-written files (of killed workers or a killed run). Only safe while nothing writes."""
+    stale = list(Path(root).rglob(".*.tmp-*"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_json(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp(path)

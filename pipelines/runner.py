@@ -13,6 +13,7 @@ import contextlib
 import logging
 import platform
 import shutil
+import socket
 import subprocess
 import time
 from importlib import metadata
@@ -21,7 +22,7 @@ from pathlib import Path
 import ray
 
 from pipelines.config import Config, config_from_dict, is_url
-from pipelines.outputs import read_json, write_json
+from pipelines.outputs import read_json, remove_stale_temp, write_json
 from pipelines.progress import ProgressCounter
 from pipelines.report import build_report, check_report
 from pipelines.sources import discover
@@ -39,6 +40,21 @@ class RunError(RuntimeError):
     """The run cannot start or go on as asked; the message says what to do."""
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds with a clear message: Ray itself aborts the process after ~40 s on a dead address."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise RunError(f"ray.address {address!r} is not host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise RunError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}); start it with "
+                       "`ray start --head` or fix ray.address") from None
+
+
 @contextlib.contextmanager
 def ray_session(cfg: Config):
     """Join the Ray instance already running in this process, or start/connect one for the run."""
@@ -47,6 +63,7 @@ def ray_session(cfg: Config):
         return
     kwargs = dict(include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
     if cfg.ray.address:
+        check_reachable(cfg.ray.address)
         kwargs["address"] = cfg.ray.address
         kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT),
                                  "excludes": [".venv/", ".git/", "runs/", "benchmarks/results/"]}
@@ -99,8 +116,7 @@ def _prepare_output(cfg: Config, resume: bool, overwrite: bool) -> Path:
             raise RunError(f"{out} was started with another config (hash {old.get('config_hash')} != "
                            f"{cfg.hash()}); resume with the same config or choose another --output")
         else:
-            for stale in out.rglob(".*.tmp-*"):  # half-written files of the interrupted run
-                stale.unlink()
+            remove_stale_temp(out)  # half-written files of the interrupted run
     elif resume and out.exists() and any(out.iterdir()):
         raise RunError(f"{out} has files but no manifest.json: not a zyda2 run folder")
     out.mkdir(parents=True, exist_ok=True)

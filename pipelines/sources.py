@@ -61,6 +61,20 @@ class SourceFile:
         return stem.replace("/", "__")
 
 
+class SourceAccessError(RuntimeError):
+    """A source's files cannot be listed or opened (credentials, network)."""
+
+
+def _access_error(name: str, url: str, e: Exception) -> SourceAccessError:
+    text = f"{type(e).__name__}: {e}"
+    if isinstance(e, PermissionError) or any(k in text for k in ("401", "403", "Gated", "Unauthorized",
+                                                                "RepositoryNotFound")):
+        fix = "log in with `huggingface-cli login` or set HF_TOKEN (gated or private dataset)"
+    else:
+        fix = "check the network and the path"
+    return SourceAccessError(f"sources.{name}: cannot list {url} ({text.splitlines()[0][:200]}); {fix}")
+
+
 def file_format(rel: str) -> str | None:
     for ending, fmt in FORMATS.items():
         if rel.endswith(ending):
@@ -131,7 +145,12 @@ def discover(cfg: Config) -> list[SourceFile]:
         src = cfg.sources[name]
         if not src.enabled:
             continue
-        listed = [(u, r) for u, r in _list_files(name, src) if file_format(r)]
+        try:
+            listed = [(u, r) for u, r in _list_files(name, src) if file_format(r)]
+        except ConfigError:
+            raise
+        except Exception as e:  # fsspec and hub errors come in many types; one message says what to do
+            raise _access_error(name, src.files_from or src.path, e) from None
         if cfg.ingest.max_files_per_source is not None:
             listed = listed[: cfg.ingest.max_files_per_source]
         counters: dict[str, int] = {}
