@@ -58,12 +58,13 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
 @contextlib.contextmanager
 def ray_session(cfg: Config):
     """Join the Ray instance already running in this process, or start/connect one for the run."""
+    if cfg.ray.address:
+        check_reachable(cfg.ray.address)
     if ray.is_initialized():
         yield
         return
     kwargs = dict(include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
     if cfg.ray.address:
-        check_reachable(cfg.ray.address)
         kwargs["address"] = cfg.ray.address
         kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT),
                                  "excludes": [".venv/", ".git/", "runs/", "benchmarks/results/"]}
