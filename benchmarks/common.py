@@ -71,17 +71,29 @@ def doc_corpus(target_mb: float, chunk_chars: int = 20_000) -> list[str]:
     return docs
 
 
-def ray_workers_peak_rss_mb() -> list[float]:
-    """Peak RSS (VmHWM) of every live Ray worker process of this machine's Ray instance."""
-    peaks = []
+def ray_workers_rss_mb(field: str = "VmHWM") -> list[float]:
+    """Memory of every live Ray worker process on this machine, largest first, in MB:
+    VmHWM = peak resident set over the worker's life, VmRSS = resident now."""
+    sizes = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             cmdline = (status.parent / "cmdline").read_bytes()
             if b"default_worker.py" not in cmdline and not cmdline.startswith(b"ray::"):
                 continue
             for line in status.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks.append(int(line.split()[1]) / 1024)
+                if line.startswith(field + ":"):
+                    sizes.append(int(line.split()[1]) / 1024)
         except OSError:
             continue
-    return sorted(peaks, reverse=True)
+    return sorted(sizes, reverse=True)
+
+
+def take_mb(texts: list[str], mb: float) -> tuple[list[str], int]:
+    """The shortest prefix of `texts` holding at least `mb` MB of UTF-8, and its byte count."""
+    out, n = [], 0
+    for t in texts:
+        if n >= mb * 1e6:
+            break
+        out.append(t)
+        n += len(t.encode())
+    return out, n

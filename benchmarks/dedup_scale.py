@@ -20,7 +20,7 @@ import time
 import numpy as np
 import ray
 
-from benchmarks.common import peak_rss_mb, ray_workers_peak_rss_mb, write_results
+from benchmarks.common import peak_rss_mb, ray_workers_rss_mb, write_results
 from dedup.components import connected_components
 from dedup.lsh import bucket_edges, bucket_pairs
 
@@ -124,7 +124,7 @@ def run(n_total: int) -> dict:
             "shuffle_bytes_buckets": band_shuffle, "shuffle_bytes_components": cc["shuffle_bytes"],
             "nodes_in_components": nodes, "wrong_labels": sum(c[1] for c in checks),
             "unexpected_nodes": sum(c[2] for c in checks),
-            "worker_peak_rss_mb": [round(x, 1) for x in ray_workers_peak_rss_mb()[:4]],
+            "worker_peak_rss_mb": [round(x, 1) for x in ray_workers_rss_mb()[:4]],
             "driver_peak_rss_mb": round(peak_rss_mb(), 1),
         }
         result["candidate_edges"] = int(sum(len(ray.get(e)[0]) for e in edges))

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, doc_corpus, write_results
+from benchmarks.common import REPO, doc_corpus, ray_workers_rss_mb, take_mb, write_results
 from benchmarks.minhash import write_sources
 from pipelines.config import load_config
 from pipelines.graph import STAGES
@@ -26,30 +26,10 @@ from pipelines.graph import STAGES
 BASE_MB = 12
 
 
-def worker_rss_mb() -> float:
-    peak = 0.0
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            cmdline = (status.parent / "cmdline").read_bytes()
-            if not (cmdline.startswith(b"ray::") or b"default_worker.py" in cmdline):
-                continue
-            for line in status.read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    peak = max(peak, int(line.split()[1]) / 1024)
-        except OSError:
-            continue
-    return peak
-
-
 def measure(scale: int, corpus: list[str]) -> dict:
     import ray
     from pipelines.runner import run_pipeline
-    docs, n = [], 0
-    for t in corpus:
-        if n >= BASE_MB * scale * 1e6:
-            break
-        docs.append(t)
-        n += len(t.encode())
+    docs, n = take_mb(corpus, BASE_MB * scale)
     root = Path(tempfile.mkdtemp(prefix=f"zyda2-mem-{scale}x-"))
     write_sources(docs, root / "in")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -64,7 +44,7 @@ def measure(scale: int, corpus: list[str]) -> dict:
 
             def sample():
                 while not stop.is_set():
-                    samples.append(worker_rss_mb())
+                    samples.append(max(ray_workers_rss_mb("VmRSS"), default=0.0))
                     time.sleep(0.02)
             thread = threading.Thread(target=sample, daemon=True)
             thread.start()

@@ -20,13 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from benchmarks.common import REPO, doc_corpus, peak_rss_mb, ray_workers_peak_rss_mb, write_results
+from benchmarks.common import REPO, doc_corpus, peak_rss_mb, ray_workers_rss_mb, take_mb, write_results
 from dedup.minhash import signatures
 from pipelines.config import DedupConfig, load_config
 
@@ -83,12 +82,7 @@ def datatrove_word5(texts):
 
 
 def bench_signatures(corpus: list[str]) -> dict:
-    slow, n = [], 0
-    for t in corpus:
-        if n >= SLOW_PEER_MB * 1e6:
-            break
-        slow.append(t)
-        n += len(t.encode())
+    slow, _ = take_mb(corpus, SLOW_PEER_MB)
     char, word = DedupConfig(), DedupConfig(shingle="word", ngram=5)
     res = {
         "char25": {"ours": _rate(corpus, ours(char)), "rensa": _rate(corpus, rensa_char),
@@ -137,12 +131,7 @@ def write_sources(docs: list[str], root: Path) -> None:
 def bench_end_to_end(corpus: list[str], scale: int, base_mb: float) -> dict:
     import ray
     from pipelines.runner import run_pipeline
-    docs, n = [], 0
-    for t in corpus:
-        if n >= base_mb * scale * 1e6:
-            break
-        docs.append(t)
-        n += len(t.encode())
+    docs, n = take_mb(corpus, base_mb * scale)
     root = Path(tempfile.mkdtemp(prefix=f"zyda2-e2e-{scale}x-"))
     try:
         write_sources(docs, root / "in")
@@ -150,7 +139,7 @@ def bench_end_to_end(corpus: list[str], scale: int, base_mb: float) -> dict:
         cfg = load_config(REPO / "configs" / "local.yaml", [], input_dir=str(root / "in"), output_dir=str(root / "out"))
         report = run_pipeline(cfg, quiet=True, only=["ingest", "heuristic_filter", "dedup"])
         manifest = json.loads((root / "out" / "manifest.json").read_text())
-        workers = ray_workers_peak_rss_mb()
+        workers = ray_workers_rss_mb()
         ray.shutdown()
         summary = report["details"]["dedup"]
         return {"scale": scale, "docs": len(docs), "text_mb": round(n / 1e6, 1),

@@ -125,18 +125,23 @@ def _min_block(xs, nx, a, b, mins):
         mins[i] = m
 
 
+@nb.njit(nogil=True)
+def _doc_shingles(data, offsets, d, ngram, word_mode, buf):
+    """(buffer, count) of document d's shingle hashes; the buffer grows as documents need."""
+    start, end = offsets[d], offsets[d + 1]
+    if buf.shape[0] < end - start + 1:
+        buf = np.empty(end - start + 1, np.uint64)
+    return buf, _shingle_hashes(data, start, end, ngram, word_mode, buf)
+
+
 @nb.njit(nogil=True, cache=True)
 def _signatures32(data, offsets, ngram, word_mode, a, b, out):
-    n_docs = offsets.shape[0] - 1
     n_perm = a.shape[0]
     mins = np.empty(n_perm, np.uint64)
     xs = np.empty(_BLOCK, np.uint64)
     buf = np.empty(0, np.uint64)
-    for d in range(n_docs):
-        start, end = offsets[d], offsets[d + 1]
-        if buf.shape[0] < end - start + 1:
-            buf = np.empty(end - start + 1, np.uint64)
-        n = _shingle_hashes(data, start, end, ngram, word_mode, buf)
+    for d in range(offsets.shape[0] - 1):
+        buf, n = _doc_shingles(data, offsets, d, ngram, word_mode, buf)
         mins[:] = np.uint64(0xFFFFFFFF)
         for lo in range(0, n, _BLOCK):  # blocks stay in L1 while all permutations sweep them
             hi = min(lo + _BLOCK, n)
@@ -149,15 +154,10 @@ def _signatures32(data, offsets, ngram, word_mode, a, b, out):
 
 @nb.njit(nogil=True, cache=True)
 def _signatures64(data, offsets, ngram, word_mode, a, b, out):
-    n_docs = offsets.shape[0] - 1
-    n_perm = a.shape[0]
     buf = np.empty(0, np.uint64)
-    for d in range(n_docs):
-        start, end = offsets[d], offsets[d + 1]
-        if buf.shape[0] < end - start + 1:
-            buf = np.empty(end - start + 1, np.uint64)
-        n = _shingle_hashes(data, start, end, ngram, word_mode, buf)
-        for i in range(n_perm):
+    for d in range(offsets.shape[0] - 1):
+        buf, n = _doc_shingles(data, offsets, d, ngram, word_mode, buf)
+        for i in range(a.shape[0]):
             m = np.uint64(0xFFFFFFFFFFFFFFFF)
             for j in range(n):
                 m = min(m, _fmix64(a[i] * buf[j] + b[i]))

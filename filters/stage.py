@@ -20,7 +20,7 @@ import ray
 
 from filters.heuristics import HeuristicFilters
 from pipelines.outputs import write_json, write_table
-from pipelines.schema import QUALITY_SCHEMA, with_quality_columns
+from pipelines.schema import with_quality_columns
 from pipelines.sources import SourceFile
 from pipelines.stages import Stage, StageContext, done_stats, marker_path, run_partitions, sum_by_source
 

@@ -13,7 +13,7 @@ import pytest
 
 import zyda2
 from filters.quality import DebertaClassifier, FastTextClassifier, metrics, read_labels, roc_auc, split
-from tests.conftest import REPO, run_local
+from tests.conftest import run_local
 
 
 def test_metrics_on_a_hand_computed_example():
