@@ -70,7 +70,7 @@ class TokenizeStage(Stage):
         config_hash = ctx.cfg.section_hash("ingest", "heuristic_filter", "dedup", "quality_filter", "tokenize",
                                            "shards")
         stats = run_partitions(ctx, self.name, config_hash, task)
-        ctx.details[self.name] = {"partitions": stats}
+        ctx.partition_stats[self.name] = stats
         by_source = sum_by_source(stats, upstream)
         for src, agg in by_source.items():
             agg["chars_out"] = upstream[src]["chars_out"]
@@ -158,7 +158,7 @@ class ShardsStage(Stage):
 
     def run(self, ctx: StageContext, upstream):
         cfg = ctx.cfg.shards
-        stats = ctx.details["tokenize"].pop("partitions")
+        stats = ctx.partition_stats["tokenize"]
         cpus = ctx.cfg.ray.task_cpus
         jobs, meta = [], []
         write = ray.remote(write_shard).options(num_cpus=cpus, max_retries=ctx.cfg.ray.max_retries)

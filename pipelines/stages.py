@@ -37,6 +37,7 @@ class StageContext:
     docs_dirs: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     details: dict[str, dict] = field(default_factory=dict)  # stage-level figures for report.json
+    partition_stats: dict[str, list[dict]] = field(default_factory=dict)  # per stage, in file order
 
     def docs_path(self, sf: SourceFile, docs_dirs: dict[str, str] | None = None) -> Path:
         """Where `sf`'s documents are now (or were when `docs_dirs` was copied)."""
