@@ -161,3 +161,23 @@ def test_fineweb_edu_cut_and_heuristics_policy(ray_instance, data_dir, tmp_path)
     assert report["details"]["heuristic_filter"]["examples"]["zyda"]["min_chars"][0]["excerpt"] == "too short"
     assert report["sources"]["fwe"]["stages"]["heuristic_filter"].get("untouched")
     assert report["totals"]["balanced"]
+
+
+def test_train_quality_from_folders_and_eval_a_deberta_folder(tmp_path, data_dir, tiny_deberta, capsys):
+    rows = [json.loads(line) for line in open(data_dir / "quality" / "labels.jsonl")]
+    for label in ("good", "bad"):
+        folder = tmp_path / label
+        folder.mkdir()
+        for i, row in enumerate(r for r in rows if r["label"] == label):
+            (folder / f"{i:04d}.txt").write_text(row["text"])
+    model = tmp_path / "folders.ftz"
+    assert zyda2.main(["train-quality", "--positive", str(tmp_path / "good"), "--negative", str(tmp_path / "bad"),
+                       "--output", str(model), "--no-quantize"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sizes"]["train"] + report["sizes"]["valid"] + report["sizes"]["test"] == len(rows)
+    assert model.exists() and not report["quantized"]
+    labels = tmp_path / "few.jsonl"
+    labels.write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n" for r in rows[:12]))
+    assert zyda2.main(["eval-quality", str(tiny_deberta), str(labels), "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["backend"] == "deberta" and out["n"] == 12 and 0 <= out["accuracy"] <= 1
