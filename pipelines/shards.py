@@ -48,10 +48,20 @@ def is_validation(nemo_id: str, fraction: float) -> bool:
     return h < fraction * 2**64
 
 
-def read_docs(path: Path) -> pa.Table:
-    """A stage's documents in QUALITY_SCHEMA (sources no classifier saw get null quality columns)."""
-    table = pq.read_table(path)
-    return table if "quality_pred" in table.column_names else with_quality_columns(table)
+def read_docs(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A stage's documents in QUALITY_SCHEMA (sources no classifier saw get null quality columns),
+    or just `columns` of it."""
+    names = pq.read_schema(path).names
+    if "quality_pred" in names:
+        return pq.read_table(path, columns=columns)
+    if columns is None:
+        return with_quality_columns(pq.read_table(path))
+    table = pq.read_table(path, columns=[c for c in columns if c in names])  # only what is asked for
+    for name in columns:
+        if name not in names:
+            field = QUALITY_SCHEMA.field(name)
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(columns)
 
 
 class TokenizeStage(Stage):
@@ -81,7 +91,7 @@ class TokenizeStage(Stage):
 
 def tokenize_partition(docs: Path, dest: Path, source: str, tcfg, scfg) -> dict:
     """Tokenize one partition's documents into `dest` (TOKEN_SCHEMA); return its counts."""
-    table = read_docs(docs)
+    table = read_docs(docs, ["nemo_id", "text", "int_score", "quality_prob"])
     ids = encode(table.column("text").to_pylist(), tcfg.add_bos, tcfg.append_eos)
     nemo_ids = table.column("nemo_id").to_pylist()
     split = np.array(["val" if is_validation(i, scfg.validation_fraction) else "train" for i in nemo_ids])
