@@ -106,9 +106,6 @@ class DedupStage(Stage):
         for name, figures in summary["per_source"].items():
             if name in by_source:
                 by_source[name].update(figures)
-        for agg in by_source.values():
-            agg.pop("quarantine_reasons", None)
-            agg.pop("partitions", None)
         return by_source
 
 
@@ -272,7 +269,7 @@ def apply_decisions(ctx: StageContext, sf: SourceFile, docs_dir: dict, rows: np.
         removed[REASONS[code]] = int((reasons == code).sum())
     chars = int(pa.compute.sum(pa.compute.utf8_length(kept.column("text"))).as_py() or 0)
     return {"source": sf.source, "src_file": sf.rel, "read": table.num_rows, "out": kept.num_rows,
-            "removed": removed, "quarantined": 0, "quarantine_reasons": {}, "chars_out": chars}
+            "removed": removed, "quarantined": 0, "chars_out": chars}
 
 
 def verify_edges(edges, files: list[SourceFile], ctx: StageContext, docs_dir: dict,

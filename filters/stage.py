@@ -46,7 +46,7 @@ def write_filtered(ctx: StageContext, stage: str, sf: SourceFile, table: pa.Tabl
             shown[reason].append({"nemo_id": ids[i].as_py(), "excerpt": texts[i].as_py()[:EXCERPT_CHARS]})
     return {"source": sf.source, "src_file": sf.rel, "read": table.num_rows, "out": int(keep.sum()),
             "removed": dict(sorted(removed.items())), "removed_chars": dict(sorted(removed_chars.items())),
-            "examples": shown, "quarantined": 0, "quarantine_reasons": {},
+            "examples": shown, "quarantined": 0,
             "chars_out": int(lengths[keep].sum())}
 
 
@@ -59,17 +59,10 @@ def merge(ctx: StageContext, stage: str, stats: list[dict], upstream: dict[str, 
         for reason, docs in s.get("examples", {}).items():
             bucket = shown.setdefault(s["source"], {}).setdefault(reason, [])
             bucket.extend(docs[: examples - len(bucket)])
-        agg = by_source[s["source"]]
-        for reason, n in s.get("removed_chars", {}).items():
-            agg.setdefault("removed_chars", {})
-            agg["removed_chars"][reason] = agg["removed_chars"].get(reason, 0) + n
     for src, u in upstream.items():
         if src not in touched:
             by_source[src] = {"in": u["out"], "out": u["out"], "removed": {}, "quarantined": 0,
                               "chars_out": u["chars_out"], "untouched": True}
-    for agg in by_source.values():
-        agg.pop("quarantine_reasons", None)
-        agg.pop("partitions", None)
     ctx.details[stage] = {"examples": {s: dict(sorted(r.items())) for s, r in sorted(shown.items())}}
     return dict(sorted(by_source.items()))
 

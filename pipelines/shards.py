@@ -84,8 +84,6 @@ class TokenizeStage(Stage):
         by_source = sum_by_source(stats, upstream)
         for src, agg in by_source.items():
             agg["chars_out"] = upstream[src]["chars_out"]
-            agg.pop("quarantine_reasons", None)
-            agg.pop("partitions", None)
         return by_source
 
 
@@ -104,7 +102,7 @@ def tokenize_partition(docs: Path, dest: Path, source: str, tcfg, scfg) -> dict:
     write_table(dest, pa.table({"nemo_id": nemo_ids, "split": split.tolist(), "anneal": anneal, "tokens": tokens},
                                schema=TOKEN_SCHEMA))
     return {"source": source, "read": table.num_rows, "out": table.num_rows, "removed": {}, "quarantined": 0,
-            "quarantine_reasons": {}, "chars_out": 0, "tokens": int(lengths.sum()),
+            "chars_out": 0, "tokens": int(lengths.sum()),
             "tokens_val": int(lengths[val].sum()), "tokens_anneal": int(lengths[anneal].sum()),
             "docs_val": int(val.sum())}
 

@@ -91,29 +91,28 @@ def run_partitions(ctx: StageContext, stage: str, config_hash: str,
 
 
 def empty_counts() -> dict:
-    return {"in": 0, "out": 0, "removed": {}, "quarantined": 0, "quarantine_reasons": {}, "chars_out": 0,
-            "partitions": 0}
+    return {"in": 0, "out": 0, "removed": {}, "quarantined": 0, "chars_out": 0}
 
 
 def sum_by_source(stats: list[dict], sources=()) -> dict[str, dict]:
-    """Per-source totals of partition stats; every name in `sources` gets a row, even with no files."""
+    """Per-source totals of partition stats; every name in `sources` gets a row, even with no files.
+    Partition `read` becomes `in`; every other count adds up, plain (tokens, ...) or per reason
+    (removed, quarantine_reasons, removed_chars). Anything else (examples, names) is left out."""
     out: dict[str, dict] = {name: empty_counts() for name in sources}
     for s in stats:
         agg = out.setdefault(s["source"], empty_counts())
-        agg["in"] += s["read"]
-        agg["out"] += s["out"]
-        agg["quarantined"] += s["quarantined"]
-        agg["chars_out"] += s["chars_out"]
-        agg["partitions"] += 1
-        for key, value in s.items():  # stage-specific counts (tokens, ...) add up too
-            if key not in ("read", "out", "quarantined", "chars_out") and isinstance(value, int):
+        for key, value in s.items():
+            key = "in" if key == "read" else key
+            if isinstance(value, int):
                 agg[key] = agg.get(key, 0) + value
-        for key in ("removed", "quarantine_reasons"):
-            for reason, n in s[key].items():
-                agg[key][reason] = agg[key].get(reason, 0) + n
+            elif isinstance(value, dict) and value and all(isinstance(v, int) for v in value.values()):
+                per_reason = agg.setdefault(key, {})
+                for reason, n in value.items():
+                    per_reason[reason] = per_reason.get(reason, 0) + n
     for agg in out.values():
-        agg["removed"] = dict(sorted(agg["removed"].items()))
-        agg["quarantine_reasons"] = dict(sorted(agg["quarantine_reasons"].items()))
+        for key, value in agg.items():
+            if isinstance(value, dict):
+                agg[key] = dict(sorted(value.items()))
     return dict(sorted(out.items()))
 
 
