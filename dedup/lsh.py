@@ -36,7 +36,7 @@ def bucket_edges(*pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     """Reduce side: star edges (doc, bucket minimum) of every bucket with two or more documents."""
     pairs = np.concatenate([p for p in pieces if len(p)]) if any(len(p) for p in pieces) \
         else np.zeros((0, 2), np.uint64)
-    stats = {"pairs": len(pairs), "buckets_ge2": 0, "largest_bucket": 0}
+    stats = {"pairs": len(pairs), "buckets_ge2": 0, "largest_bucket": 0, "edges": 0}
     if not len(pairs):
         return np.zeros(0, np.uint64), np.zeros(0, np.uint64), stats
     order = np.lexsort((pairs[:, 1], pairs[:, 0]))
@@ -52,4 +52,5 @@ def bucket_edges(*pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
         u, v = uv[:, 0], uv[:, 1]
     stats["buckets_ge2"] = int((sizes > 1).sum())
     stats["largest_bucket"] = int(sizes.max())
+    stats["edges"] = int(len(u))
     return u, v, stats

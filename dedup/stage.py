@@ -161,7 +161,7 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
         checks = ray.get([o[1] for o in outs])
         summary["verify"] = {"threshold": cfg.verify_threshold, "checked": sum(c[0] for c in checks),
                              "rejected": sum(c[1] for c in checks)}
-    summary["candidate_edges"] = int(sum(ray.get([_count.remote(ref) for ref in edge_refs])))
+    summary["candidate_edges"] = sum(s["edges"] for s in bucket_stats) - summary.get("verify", {}).get("rejected", 0)
     _log(ctx, f"{summary['candidate_edges']:,} candidate edges")
 
     # -- connected components
@@ -217,11 +217,6 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
     applied = ray.get([apply_group.remote(g, id_parts, *[r[g] for r in resolved]) for g in range(groups)])
     stats = [s for _, s in sorted(x for group in applied for x in group)]
     return summary, stats
-
-
-@ray.remote(num_cpus=0)
-def _count(edges) -> int:
-    return len(edges[0])
 
 
 def _merge_cluster_stats(parts: list[dict]) -> dict:

@@ -135,7 +135,9 @@ class QualityFilterStage(Stage):
         docs_dirs = dict(ctx.docs_dirs)
         stats: list[dict] = []
 
-        fwe = [sf for sf in ctx.files if sf.source == "fwe" and cfg.fwe_min_int_score is not None]
+        # the int_score cut, unless the classifier is asked to judge FineWeb-Edu itself
+        fwe = [sf for sf in ctx.files if sf.source == "fwe" and "fwe" not in cfg.apply_to
+               and cfg.fwe_min_int_score is not None]
 
         def fwe_task(sf: SourceFile) -> dict:
             table = pq.read_table(ctx.docs_path(sf, docs_dirs))
