@@ -403,7 +403,7 @@ TEMPLATE = """<!DOCTYPE html>
 body { font: 14px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: .6em 0 1.4em; font-size: 13px; }
 th, td { border-bottom: 1px solid #ddd; padding: 3px 9px; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child, td.t { text-align: left; }
 figure { margin: 1em 0; } img { max-width: 100%; } figcaption, .note { color: #555; font-size: 13px; }
 code { background: #f3f3f3; padding: 0 3px; }
 </style>
@@ -435,9 +435,9 @@ accounting {{ "balanced" if totals.balanced else "NOT balanced" }}.</p>
 {{ fig(plots.flow) }}
 <h3>Removed, by stage and reason</h3>
 <table><tr><th>source</th><th>stage:reason</th><th>documents</th></tr>
-{% for s, r in sources.items() %}{% for reason, n in r.removed.items() %}<tr><td>{{ s }}</td><td>{{ reason }}</td>
+{% for s, r in sources.items() %}{% for reason, n in r.removed.items() %}<tr><td>{{ s }}</td><td class="t">{{ reason }}</td>
 <td data-report='{{ path("sources", s, "removed", reason) }}'>{{ fmt(n) }}</td></tr>{% endfor %}
-{% for reason, n in r.quarantine_reasons.items() %}<tr><td>{{ s }}</td><td>quarantine:{{ reason }}</td>
+{% for reason, n in r.quarantine_reasons.items() %}<tr><td>{{ s }}</td><td class="t">quarantine:{{ reason }}</td>
 <td data-report='{{ path("sources", s, "quarantine_reasons", reason) }}'>{{ fmt(n) }}</td></tr>{% endfor %}{% endfor %}
 </table>
 {{ fig(plots.removals) }}
@@ -468,7 +468,7 @@ bands x rows {{ dedup_cfg.bands }} x {{ dedup_cfg.rows }}, mode <code>{{ dedup_c
 <section id="quality"><h2>Quality scores</h2>
 {% if scores %}{{ fig(plots.scores) }}
 <table><tr><th>source</th><th>score</th><th>documents read (kept)</th><th>of</th><th>median kept</th></tr>
-{% for s in scores %}<tr><td>{{ s.source }}</td><td>{{ score_names[s.column] }}</td><td>{{ fmt(s.read) }}</td>
+{% for s in scores %}<tr><td>{{ s.source }}</td><td class="t">{{ score_names[s.column] }}</td><td>{{ fmt(s.read) }}</td>
 <td>{{ fmt(s.total) }}</td><td>{{ fmt(median(s.after)) }}</td></tr>{% endfor %}</table>
 <p class="note">Classifier scores exist only for documents the classifier kept: the quality stage writes survivors
 only. {% if sampled %}Sampled: every k-th file, at most {{ fmt(sample_docs) }} documents per source.{% endif %}</p>
@@ -478,9 +478,9 @@ only. {% if sampled %}Sampled: every k-th file, at most {{ fmt(sample_docs) }} d
 <section id="mixtures"><h2>Mixture composition</h2>
 {% if mixtures %}{{ fig(plots.mixtures) }}
 <table><tr><th>mixture</th><th>component</th><th>weight</th></tr>
-{% for m, v in mixtures.items() %}{% for c, w in v.shares.items() %}<tr><td>{{ m }}</td><td>{{ c }}</td>
+{% for m, v in mixtures.items() %}{% for c, w in v.shares.items() %}<tr><td>{{ m }}</td><td class="t">{{ c }}</td>
 <td data-report='{{ path("details", "shards", "mixtures", m, "shares", c) }}'>{{ fmt(w) }}</td></tr>{% endfor %}
-<tr><td>{{ m }}</td><td>tokens</td><td data-report='{{ path("details", "shards", "mixtures", m, "tokens") }}'>{{ fmt(v.tokens) }}</td></tr>{% endfor %}</table>
+<tr><td>{{ m }}</td><td class="t">tokens</td><td data-report='{{ path("details", "shards", "mixtures", m, "tokens") }}'>{{ fmt(v.tokens) }}</td></tr>{% endfor %}</table>
 {% else %}<p class="note">This run wrote no shards.</p>{% endif %}
 </section>
 
