@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -24,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from pipelines.indexed import IndexedDataset, write_indexed
+from pipelines.indexed import write_indexed
 from pipelines.outputs import write_json, write_table
 from pipelines.schema import QUALITY_SCHEMA, with_quality_columns
 from pipelines.sources import SourceFile
@@ -167,9 +166,9 @@ class ShardsStage(Stage):
     def run(self, ctx: StageContext, upstream):
         cfg = ctx.cfg.shards
         stats = ctx.partition_stats["tokenize"]
-        cpus = ctx.cfg.ray.task_cpus
+        options = ctx.cfg.ray.task_options(self.name)
         jobs, meta = [], []
-        write = ray.remote(write_shard).options(num_cpus=cpus, max_retries=ctx.cfg.ray.max_retries)
+        write = ray.remote(write_shard).options(**options, max_retries=ctx.cfg.ray.max_retries)
         for source, component in COMPONENTS.items():
             files = [(sf, s) for sf, s in zip(ctx.files, stats) if sf.source == source]
             if not files:
@@ -184,7 +183,7 @@ class ShardsStage(Stage):
             jobs.append(write.remote(ctx.out / "shards" / component / "val" / "part_00000", token_files, "val"))
             meta.append((source, component, "val"))
             if cfg.publish_parquet:
-                publish = ray.remote(publish_partition).options(num_cpus=cpus)
+                publish = ray.remote(publish_partition).options(**options)
                 counters: dict[str, int] = {}
                 for sf, _ in files:
                     parts = PurePosixPath(sf.rel).parts
@@ -241,21 +240,3 @@ def write_blends(out: Path, summary: dict, cfg) -> dict:
         mixtures[name] = {"shares": {k: round(v, 6) for k, v in sorted(shares.items())},
                           "tokens": sum(b["tokens"] for b in blend if b.get("role") != "replay")}
     return mixtures
-
-
-def blend_indices(weights: list[float], n: int) -> np.ndarray:
-    """Which dataset each of n samples comes from: Megatron's greedy blending (the dataset furthest
-    behind its share goes next), so every prefix of the stream matches the weights within one sample."""
-    w = np.asarray(weights, float) / sum(weights)
-    counts = np.zeros(len(w))
-    out = np.empty(n, np.int64)
-    for i in range(n):
-        k = int(np.argmax(w * (i + 1) - counts))
-        out[i] = k
-        counts[k] += 1
-    return out
-
-
-def load_blend(out: Path, name: str) -> list[tuple[IndexedDataset, float, dict]]:
-    blend = json.loads((out / "shards" / "blends" / f"{name}.json").read_text())["shards"]
-    return [(IndexedDataset(out / b["path"]), b["weight"], b) for b in blend]

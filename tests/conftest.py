@@ -62,3 +62,17 @@ def files_digest(root: Path) -> dict[str, bytes]:
     """Every output file's bytes, except the manifest (it holds timestamps and timings)."""
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and p.name != "manifest.json"}
+
+
+@pytest.fixture(scope="session")
+def pretrained_tiny(local_run, tmp_path_factory):
+    """The `tiny` Zamba2 pretrained for 150 steps on the local run's pretrain blend: (config, summary)."""
+    from pipelines.train_config import load_train_config
+    from pipelines.trainer import train
+    run, _ = local_run
+    cfg = load_train_config(REPO / "configs" / "train-local.yaml",
+                            [f"data.mixture=[{{run: '{run}', blend: pretrain}}]",
+                             f"anneal.mixture=[{{run: '{run}', blend: anneal}}]", "steps=150", "eval_every=75",
+                             "checkpoint_every=75", "optim.lr=5.0e-3"],
+                            output_dir=str(tmp_path_factory.mktemp("pretrain")))
+    return cfg, train(cfg, quiet=True)

@@ -11,7 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.indexed import IndexedDataset, write_indexed
-from pipelines.shards import COMPONENTS, blend_indices, load_blend, plan_shards
+from pipelines.shards import COMPONENTS, plan_shards
+from pipelines.token_stream import blend, mixture_sources
+from pipelines.train_config import MixtureEntry
 from pipelines.tokenizer import BOS, EOS, decode, encode, model_path
 
 ADVERSARIAL = ["", " ", "  two leading", "trailing   ", "a\n\nb\t\tc\r\n", "\u00a0nbsp\u2003em", "emoji 🎉🎉 𝄞",
@@ -84,12 +86,14 @@ def test_shard_plan_cuts_at_partition_boundaries():
 def test_mixture_proportions_match_weights(local_run):
     out, report = local_run
     for name in ("pretrain", "anneal"):
-        blend = load_blend(out, name)
-        weights = [w for _, w, _ in blend]
-        assert abs(sum(weights) - 1) < 1e-9
-        picks = blend_indices(weights, 20_000)
-        shares = np.bincount(picks, minlength=len(weights)) / len(picks)
-        assert np.abs(shares - np.array(weights)).max() < 0.01
+        sources = mixture_sources([MixtureEntry(run=str(out), blend=name)])
+        weights = np.array([s.weight for s in sources])
+        assert abs(weights.sum() - 1) < 1e-9
+        for n in (1, 7, 20_000):  # greedy blending: every prefix within one sample of the weights
+            picks, local = blend(list(weights), n)
+            counts = np.bincount(picks, minlength=len(weights))
+            assert np.abs(counts - weights * n).max() <= 1
+        assert all((local[picks == k] == np.arange(c)).all() for k, c in enumerate(counts))
     pre = report["details"]["shards"]["mixtures"]["pretrain"]["shares"]
     total = 4.0 + 4.0 + 0.16 + 0.24
     assert pre["fwe3"] == pytest.approx(4.0 / total, abs=1e-6)
@@ -97,7 +101,8 @@ def test_mixture_proportions_match_weights(local_run):
     anneal = report["details"]["shards"]["mixtures"]["anneal"]["shares"]
     assert sum(v for k, v in anneal.items() if k.endswith(":replay")) == pytest.approx(0.6, abs=1e-6)
     megatron = (out / "shards" / "blends" / "pretrain.txt").read_text().split()
-    assert len(megatron) == 2 * len(load_blend(out, "pretrain")) and megatron[1].startswith("shards/")
+    pretrain = json.loads((out / "shards" / "blends" / "pretrain.json").read_text())["shards"]
+    assert len(megatron) == 2 * len(pretrain) and megatron[1].startswith("shards/")
 
 
 def test_anneal_set_is_higher_quality(local_run):

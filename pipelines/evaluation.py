@@ -1,0 +1,220 @@
+"""Downstream evaluation: multiple-choice tasks by log-likelihood, and bits per byte on held-out shards.
+
+Definitions follow lm-evaluation-harness, so scores are comparable with published tables (and
+`tests/evaluation` checks them against lm-eval itself on the same checkpoint):
+- a request is (context, continuation) with continuation = " " + text (lm-eval's target delimiter);
+  both are tokenized together and split where the context's own tokens end, as lm-eval's HFLM does,
+  so SentencePiece's word-initial pieces are the ones the model saw in training;
+- `acc`: the choice with the highest summed log-likelihood is the gold one;
+- `acc_norm`: the same after dividing each log-likelihood by the choice's length in characters;
+- `schema` items (WinoGrande): the choices are alternative contexts for one shared continuation;
+  only `acc` is defined, as in lm-eval;
+- standard errors are the sample standard error of the per-item mean (ddof=1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.indexed import IndexedDataset
+from pipelines.tokenizer import BOS, EOS, _processor, encode
+
+DEFAULT_TASKS = ("arc_easy", "arc_challenge", "piqa", "winogrande", "openbookqa", "hellaswag")
+
+
+@dataclass
+class Item:
+    task: str
+    id: str
+    kind: str  # multiple_choice | schema
+    query: str
+    choices: list[str]
+    gold: int
+
+    def requests(self) -> list[tuple[str, str]]:
+        if self.kind == "schema":
+            return [(choice, " " + self.query) for choice in self.choices]
+        return [(self.query, " " + choice) for choice in self.choices]
+
+
+def load_task(path: Path, limit: int | None = None) -> list[Item]:
+    """One task file: JSON lines with task, id, kind, query, choices, gold (see ../shared/data/README)."""
+    items = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            item = Item(d["task"], d["id"], d["kind"], d["query"], list(d["choices"]), int(d["gold"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{n}: not a task item ({type(e).__name__}: {e})") from None
+        if item.kind not in ("multiple_choice", "schema") or not 0 <= item.gold < len(item.choices):
+            raise ValueError(f"{path}:{n}: kind {item.kind!r} / gold {item.gold} is not a valid item")
+        items.append(item)
+        if limit and len(items) == limit:
+            break
+    return items
+
+
+def encode_pair(context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-eval's split: trailing spaces of the context move to the continuation, the whole string is
+    encoded once and the continuation is what follows the context's own encoding."""
+    spaces = len(context) - len(context.rstrip(" "))
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole, ctx = encode([context + continuation, context], append_eos=False)
+    return [BOS] + ctx, whole[len(ctx):]
+
+
+@torch.no_grad()
+def loglikelihoods(model, pairs: list[tuple[str, str]], batch_size: int = 16, max_len: int | None = None,
+                   progress: str | None = None) -> list[tuple[float, bool]]:
+    """(sum log P(continuation | context), whether it is the greedy continuation) for each pair.
+
+    Longest first, so each batch pads little and memory peaks at the start; contexts are cut from
+    the left to fit `max_len` (the model's position limit by default)."""
+    device = next(model.parameters()).device
+    max_len = max_len or model.config.max_position_embeddings
+    encoded = []
+    for ctx, cont in pairs:
+        c, t = encode_pair(ctx, cont)
+        seq = (c + t)[-(max_len + 1):]
+        encoded.append((seq, len(t)))
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+    out: list[tuple[float, bool]] = [(0.0, False)] * len(encoded)
+    model.eval()
+    for b, start in enumerate(range(0, len(order), batch_size)):
+        idx = order[start:start + batch_size]
+        width = len(encoded[idx[0]][0]) - 1
+        inputs = torch.full((len(idx), width), EOS, dtype=torch.long)
+        for row, i in enumerate(idx):
+            seq = encoded[i][0][:-1]
+            inputs[row, :len(seq)] = torch.tensor(seq)
+        logprobs = torch.log_softmax(model(input_ids=inputs.to(device), use_cache=False).logits.float(), -1).cpu()
+        for row, i in enumerate(idx):
+            seq, n_cont = encoded[i]
+            end = len(seq) - 1
+            lp = logprobs[row, end - n_cont:end]
+            target = torch.tensor(seq[-n_cont:])
+            out[i] = (float(lp.gather(1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all()))
+        if progress and sys.stderr.isatty():
+            print(f"\r[eval] {progress}: {min(start + batch_size, len(order))}/{len(order)} requests",
+                  end="", file=sys.stderr, flush=True)
+    if progress and sys.stderr.isatty():
+        print(file=sys.stderr)
+    return out
+
+
+def _stderr(x: np.ndarray) -> float:
+    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def score_items(items: list[Item], lls: list[float]) -> dict:
+    """Per-item correctness and the task's accuracies from the choices' log-likelihoods."""
+    acc, acc_norm, pos = [], [], 0
+    for item in items:
+        ll = np.array(lls[pos:pos + len(item.choices)])
+        pos += len(item.choices)
+        acc.append(int(np.argmax(ll) == item.gold))
+        if item.kind == "multiple_choice":
+            acc_norm.append(int(np.argmax(ll / np.array([float(len(c)) for c in item.choices])) == item.gold))
+    result = {"n": len(items), "acc": float(np.mean(acc)), "acc_stderr": _stderr(np.array(acc)),
+              "items": {"id": [i.id for i in items], "acc": acc}}
+    if acc_norm:
+        result.update(acc_norm=float(np.mean(acc_norm)), acc_norm_stderr=_stderr(np.array(acc_norm)))
+        result["items"]["acc_norm"] = acc_norm
+    return result
+
+
+def evaluate_tasks(model, task_files: dict[str, Path], batch_size: int = 16, limit: int | None = None) -> dict:
+    results = {}
+    for task, path in task_files.items():
+        items = load_task(path, limit)
+        pairs = [p for item in items for p in item.requests()]
+        lls = [ll for ll, _ in loglikelihoods(model, pairs, batch_size, progress=task)]
+        results[task] = score_items(items, lls)
+    return results
+
+
+def aggregate(tasks: dict) -> dict:
+    """Mean over tasks (each task weighs the same, as in Zyphra's and most papers' aggregates);
+    acc_norm where a task defines it, acc otherwise."""
+    scores = [t.get("acc_norm", t["acc"]) for t in tasks.values()]
+    return {"score": float(np.mean(scores)) if scores else float("nan"), "tasks": len(scores),
+            "metric": "mean over tasks of acc_norm (acc where acc_norm is undefined)"}
+
+
+def token_bytes() -> np.ndarray:
+    """UTF-8 bytes each token stands for (byte-fallback pieces: 1; BOS/EOS/UNK: 0)."""
+    sp = _processor()
+    out = np.zeros(sp.get_piece_size(), np.int64)
+    for i in range(sp.get_piece_size()):
+        if sp.is_control(i) or sp.is_unknown(i):
+            continue
+        out[i] = 1 if sp.is_byte(i) else len(sp.id_to_piece(i).replace("\u2581", " ").encode())
+    return out
+
+
+@torch.no_grad()
+def bits_per_byte(model, dataset: IndexedDataset, seq_len: int, max_sequences: int, batch_size: int = 8) -> dict:
+    """Tokenizer-independent loss of a held-out shard: total NLL in bits / bytes of text predicted.
+
+    The shard is packed in file order into non-overlapping windows (as in validation loss); every
+    predicted token counts its bytes (SentencePiece's word-boundary marker counts as the space it is)."""
+    from pipelines.token_stream import validation_sequences
+    seqs = validation_sequences(dataset, seq_len, max_sequences)
+    nbytes = token_bytes()
+    device = next(model.parameters()).device
+    model.eval()
+    nll, byt = [], []
+    for i in range(0, len(seqs), batch_size):
+        batch = torch.from_numpy(seqs[i:i + batch_size]).to(device)
+        logits = model(input_ids=batch[:, :-1], use_cache=False).logits.float()
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none").sum(1)
+        nll.extend(loss.cpu().tolist())
+        byt.extend(nbytes[seqs[i:i + batch_size, 1:]].sum(1).tolist())
+    nll, byt = np.array(nll), np.array(byt)
+    per_seq = nll / math.log(2) / np.maximum(byt, 1)
+    return {"bpb": float(nll.sum() / math.log(2) / byt.sum()), "bpb_stderr": _stderr(per_seq),
+            "sequences": len(seqs), "tokens": int(len(seqs) * seq_len), "bytes": int(byt.sum())}
+
+
+def task_files(eval_dir: Path, names: list[str]) -> dict[str, Path]:
+    files = {}
+    for name in names:
+        path = Path(eval_dir) / f"{name}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"task {name!r}: no {path} (local tasks: "
+                                    f"{', '.join(sorted(p.stem for p in Path(eval_dir).glob('*.jsonl')))})")
+        files[name] = path
+    return files
+
+
+def evaluate_checkpoint(checkpoint: Path, eval_dir: Path | None, tasks: list[str], run_dir: Path | None = None,
+                        batch_size: int = 16, limit: int | None = None, bpb_sequences: int = 64,
+                        seq_len: int = 256, device: str = "cpu") -> dict:
+    """Everything `zyda2.py eval` reports for one checkpoint, as one JSON-able dict."""
+    from pipelines.trainer import load_model
+    model = load_model(checkpoint, device)
+    result = {"checkpoint": str(checkpoint), "tasks": {}, "bpb": {}}
+    local = [t for t in tasks if eval_dir and (Path(eval_dir) / f"{t}.jsonl").is_file()]
+    others = [t for t in tasks if t not in local]
+    if local:
+        result["tasks"].update(evaluate_tasks(model, task_files(eval_dir, local), batch_size, limit))
+    if others:
+        from pipelines.lm_eval_adapter import run_lm_eval
+        result["tasks"].update(run_lm_eval(checkpoint, others, batch_size=batch_size, limit=limit, model=model))
+    result["aggregate"] = aggregate(result["tasks"])
+    if run_dir is not None:
+        for idx in sorted((Path(run_dir) / "shards").glob("*/val/*.idx")):
+            ds = IndexedDataset(idx.with_suffix(""))
+            if ds.n_tokens > seq_len:
+                result["bpb"][idx.parent.parent.name] = bits_per_byte(model, ds, seq_len, bpb_sequences, batch_size)
+    return result
