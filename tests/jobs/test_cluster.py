@@ -14,6 +14,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -136,6 +137,8 @@ class LocalCluster:
         psutil.wait_procs(alive, timeout=10)
         for node in self.nodes:
             node.wait(timeout=10)
+        if not any(exc):  # on a failure the node logs stay for the message that names them
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 @pytest.mark.ray

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,6 +75,7 @@ def test_sbatch_script_starts_three_nodes_runs_and_stops_them(data_dir, tmp_path
         for p in left:
             p.kill()
         psutil.wait_procs(left, timeout=10)
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "3 Ray nodes up" in result.stdout
     assert not left, [p.info["cmdline"][:2] for p in left]
