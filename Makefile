@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ZYDA2_DATA ?= $(abspath ../shared/data)
 export ZYDA2_DATA
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,13 @@ demo: $(STAMP)
 	  $(PY) zyda2.py run configs/hub-sample.yaml --overwrite; \
 	fi
 
-test: $(STAMP)
+# Headless Chromium for the run report's browser test (tests/stats): Debian packages, installed when missing.
+browser:
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y --no-install-recommends chromium chromium-driver; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -2,7 +2,7 @@
 
 Candidate `task_text` is the eval tasks' own items written out as text (question + correct answer);
 candidate `shuffled` is the very same tokens in random order (same unigram statistics, no signal).
-Both anneal the same base checkpoint (pretrained on the local run) with 50% replay, over 3 seeds; the
+Both anneal the same base checkpoint (pretrained on the local run) for 150 steps with 25% replay, over 3 seeds; the
 ablation must call `task_text` significantly better and report the size of the gap.
   python -m benchmarks.ablation_contrast   -> benchmarks/results/ablation_contrast.{json,md,png}
 """
@@ -71,8 +71,8 @@ def main() -> None:
             "output_dir": str(WORK / "ablate"), "baseline": "shuffled",
             "candidates": {"task_text": [{"run": str(contrast), "component": "task_text"}],
                            "shuffled": [{"run": str(contrast), "component": "shuffled"}]},
-            "replay": {"fraction": 0.5, "mixture": [{"run": str(run), "blend": "pretrain"}]},
-            "seeds": [0, 1, 2], "train_overrides": [f"data.mixture={mix}", "anneal.steps=60"],
+            "replay": {"fraction": 0.25, "mixture": [{"run": str(run), "blend": "pretrain"}]},
+            "seeds": [0, 1, 2], "train_overrides": [f"data.mixture={mix}", "anneal.steps=150"],
             "eval": {"eval_dir": str(DATA / "eval"), "tasks": TASKS, "limit": 100, "bpb_sequences": 8},
         }, indent=2))
         shutil.rmtree(WORK / "ablate", ignore_errors=True)
@@ -84,7 +84,7 @@ def main() -> None:
         shutil.copy(out / name, REPO / "benchmarks" / "results" / f"ablation_contrast.{name.split('.')[-1]}")
     rows = [r for r in result["rows"] if r["candidate"] == "task_text"]
     write_results("ablation_contrast", {
-        "design": "base: tiny, 300 steps on the local pretrain blend; anneal 60 steps, 50% replay; 3 seeds; "
+        "design": "base: tiny, 300 steps on the local pretrain blend; anneal 150 steps, 25% replay; 3 seeds; "
                   f"tasks {TASKS}, 100 items each; paired sign-flip permutation test (10,000) vs `shuffled`",
         "task_text_vs_shuffled": {r["metric"]: {k: r[k] for k in ("mean", "stderr", "delta", "p_value", "significant")}
                                   for r in rows},

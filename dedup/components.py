@@ -84,9 +84,9 @@ def small_star(*pieces) -> tuple[np.ndarray, np.ndarray, int]:
     return first, second, int((counts > 1).sum())
 
 
-def _shuffle(edge_refs, parts: int, direction: str, cpus: float):
+def _shuffle(edge_refs, parts: int, direction: str, options: dict):
     """Map side: each edge partition splits its pairs by hash of the key node."""
-    @ray.remote(num_cpus=cpus, num_returns=parts + 1)
+    @ray.remote(**options, num_returns=parts + 1)
     def mapper(edges):
         u, v = edges
         if direction == "both":
@@ -102,15 +102,18 @@ def _shuffle(edge_refs, parts: int, direction: str, cpus: float):
     return [[o[i] for o in outs] for i in range(parts)], [o[parts] for o in outs]
 
 
-def connected_components(edge_refs: list, parts: int, cpus: float = 0.5, max_rounds: int = 200,
+def connected_components(edge_refs: list, parts: int, options: dict | None = None, max_rounds: int = 200,
                          stats: dict | None = None) -> list:
-    """Refs of `parts` arrays of (node, root) pairs. `edge_refs` hold (u, v) array pairs."""
-    @ray.remote(num_cpus=cpus, num_returns=2)
+    """Refs of `parts` arrays of (node, root) pairs. `edge_refs` hold (u, v) array pairs; `options`: Ray task
+    options of every step (default half a CPU)."""
+    options = options or {"num_cpus": 0.5}
+
+    @ray.remote(**options, num_returns=2)
     def large(*pieces):
         a, b, changed = large_star(*pieces)
         return (a, b), changed
 
-    @ray.remote(num_cpus=cpus, num_returns=2)
+    @ray.remote(**options, num_returns=2)
     def small(*pieces):
         a, b, changed = small_star(*pieces)
         return (a, b), changed
@@ -120,12 +123,12 @@ def connected_components(edge_refs: list, parts: int, cpus: float = 0.5, max_rou
     stats.setdefault("shuffle_bytes", 0)
     current = list(edge_refs)
     for _ in range(max_rounds):
-        pieces, sizes = _shuffle(current, parts, "both", cpus)
+        pieces, sizes = _shuffle(current, parts, "both", options)
         outs = [large.remote(*p) for p in pieces]
         current = [o[0] for o in outs]
         changed_large = sum(ray.get([o[1] for o in outs]))
         stats["shuffle_bytes"] += sum(ray.get(sizes))
-        pieces, sizes = _shuffle(current, parts, "down", cpus)
+        pieces, sizes = _shuffle(current, parts, "down", options)
         outs = [small.remote(*p) for p in pieces]
         current = [o[0] for o in outs]
         changed_small = sum(ray.get([o[1] for o in outs]))
@@ -136,10 +139,10 @@ def connected_components(edge_refs: list, parts: int, cpus: float = 0.5, max_rou
     else:
         raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
 
-    @ray.remote(num_cpus=cpus)
+    @ray.remote(**options)
     def members(*pieces):
         return _grouped(pieces)
 
-    pieces, sizes = _shuffle(current, parts, "members", cpus)
+    pieces, sizes = _shuffle(current, parts, "members", options)
     stats["shuffle_bytes"] += sum(ray.get(sizes))
     return [members.remote(*p) for p in pieces]

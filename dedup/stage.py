@@ -117,7 +117,7 @@ def _log(ctx: StageContext, msg: str) -> None:
 def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_hash: str) -> tuple[dict, list[dict]]:
     cfg = ctx.cfg.dedup
     parts = cfg.partitions
-    cpus = ctx.cfg.ray.task_cpus
+    options = ctx.cfg.ray.task_options("dedup")
     files = ctx.files
     rank = {s: i for i, s in enumerate(cfg.source_rank)}
     file_rank = np.array([rank.get(sf.source, len(rank)) for sf in files], np.int64)
@@ -126,7 +126,7 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
     id_parts = ray.put([(sf.id_prefix, sf.partition) for sf in files])
 
     # -- buckets: map over signature files, reduce into star edges
-    @ray.remote(num_cpus=cpus, num_returns=parts + 1)
+    @ray.remote(**options, num_returns=parts + 1)
     def bucket_map(i: int):
         sf = files[i]
         rows, sigs = read_signatures(ctx.out / sig_dir / sf.source / f"{sf.part_name}.parquet")
@@ -134,7 +134,7 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
                               cfg.seed, parts)
         return (*pieces, sum(p.nbytes for p in pieces))
 
-    @ray.remote(num_cpus=cpus, num_returns=2)
+    @ray.remote(**options, num_returns=2)
     def bucket_reduce(*pieces):
         u, v, stats = bucket_edges(*pieces)
         return (u, v), stats
@@ -152,7 +152,7 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
 
     # -- optional exact verification of candidate edges
     if cfg.verify_threshold is not None:
-        @ray.remote(num_cpus=cpus, num_returns=2)
+        @ray.remote(**options, num_returns=2)
         def verify(edges):
             return verify_edges(edges, files, ctx, docs_dir, cfg)
 
@@ -166,7 +166,7 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
 
     # -- connected components
     cc = {}
-    members = connected_components(edge_refs, parts, cpus, stats=cc)
+    members = connected_components(edge_refs, parts, options, stats=cc)
     summary["components_rounds"] = cc["rounds"]
     summary["shuffle_bytes"] = shuffle_bytes + cc["shuffle_bytes"]
     _log(ctx, f"components converged in {cc['rounds']} rounds")
@@ -174,13 +174,13 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
     # -- resolve: members grouped by cluster root, decisions split by file group
     groups = max(1, min(parts, len(files)))
 
-    @ray.remote(num_cpus=cpus, num_returns=parts)
+    @ray.remote(**options, num_returns=parts)
     def by_root(pair):
         node, root = pair
         out = split_by(root, node, parts)
         return out if parts > 1 else out[0]
 
-    @ray.remote(num_cpus=cpus, num_returns=groups + 1)
+    @ray.remote(**options, num_returns=groups + 1)
     def resolve_part(id_table, *pieces):
         pairs = np.concatenate([p for p in pieces]) if pieces else np.zeros((0, 2), np.uint64)
         root, doc = pairs[:, 0], pairs[:, 1]
@@ -200,7 +200,7 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
     summary.update(_merge_cluster_stats(cstats))
 
     # -- apply: each group of input files gets its decisions and writes outputs
-    @ray.remote(num_cpus=cpus, max_retries=ctx.cfg.ray.max_retries)
+    @ray.remote(**options, max_retries=ctx.cfg.ray.max_retries)
     def apply_group(g: int, id_table, *pieces):
         rows = np.concatenate(pieces) if pieces else np.zeros((0, 3), np.uint64)
         rows = rows[np.argsort(rows[:, 0], kind="stable")]

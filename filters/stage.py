@@ -110,7 +110,8 @@ class QualityScorer:
         return stats
 
 
-def actor_plan(cpus: float, wanted: int, gpus: float, partitions: int) -> tuple[float, int]:
+def actor_plan(cpus: float, wanted: int, gpus: float, partitions: int,
+               custom: dict[str, float] | None = None) -> tuple[float, int]:
     """(CPUs per actor, number of actors) that the cluster can actually start: an actor pool
     waits forever on an actor that asks for more than the cluster has."""
     resources = ray.cluster_resources()
@@ -123,6 +124,12 @@ def actor_plan(cpus: float, wanted: int, gpus: float, partitions: int) -> tuple[
             raise RuntimeError(f"quality_filter.actor_gpus={gpus} but the Ray cluster has {total_gpus:g} GPUs; "
                                "set quality_filter.actor_gpus=0 to score on CPU")
         n = max(1, min(n, int(total_gpus // gpus)))
+    for name, amount in (custom or {}).items():
+        if amount and resources.get(name, 0.0) < amount:
+            raise RuntimeError(f"ray.stage_resources.quality_filter asks for {amount:g} {name!r} per actor but the "
+                               f"Ray cluster has {resources.get(name, 0.0):g}")
+        if amount:
+            n = max(1, min(n, int(resources[name] // amount)))
     return cpus, n
 
 
@@ -158,8 +165,10 @@ class QualityFilterStage(Stage):
             if cfg.backend == "deberta":
                 from filters.quality import resolve_model_dir
                 resolve_model_dir(cfg.model)  # fail here, in one line, not inside every actor
-            cpus, n_actors = actor_plan(ctx.cfg.ray.task_cpus, cfg.actors, cfg.actor_gpus, len(todo))
-            actor_cls = QualityScorer.options(num_cpus=cpus, num_gpus=cfg.actor_gpus,
+            options = ctx.cfg.ray.task_options(self.name)
+            options["num_cpus"], n_actors = actor_plan(options["num_cpus"], cfg.actors, cfg.actor_gpus, len(todo),
+                                                       options.get("resources"))
+            actor_cls = QualityScorer.options(**options, num_gpus=cfg.actor_gpus,
                                               max_restarts=ctx.cfg.ray.max_retries,
                                               max_task_retries=ctx.cfg.ray.max_retries)
             actors = [actor_cls.remote(cfg) for _ in range(n_actors)]

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pipelines.config import ConfigError, RayConfig, _apply_override, _build, _parse_override, _read_yaml
+from pipelines.config import ConfigError, RayConfig, _build, read_config_data
 from pipelines.train_config import MixtureEntry, TrainError, _validate_mixture, load_train_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,14 +69,8 @@ class AblationConfig:
 
 
 def load_ablation_config(path: str | Path, overrides: list[str] = (), output_dir: str | None = None) -> AblationConfig:
-    path = Path(path).resolve()
-    data = _read_yaml(path)
-    for item in overrides:
-        _apply_override(data, *_parse_override(item))
-    if output_dir is not None:
-        data["output_dir"] = str(Path(output_dir).resolve())
-    cfg = _build(AblationConfig, data, "")
-    base = path.parent
+    cfg = _build(AblationConfig, read_config_data(path, overrides, output_dir), "")
+    base = Path(path).resolve().parent
     cfg.train_config = str((base / cfg.train_config).resolve())
     cfg.base_checkpoint = str((base / cfg.base_checkpoint).resolve())
     cfg.output_dir = str((base / cfg.output_dir).resolve())
@@ -140,7 +134,7 @@ def _run_one(cfg_dict: dict, candidate: str | None, seed: int, out: str) -> dict
         checkpoint = Path(summary["checkpoint"])
     result = evaluate_checkpoint(checkpoint, Path(cfg.eval.eval_dir), cfg.eval.tasks, Path(tcfg.data.val_run),
                                  cfg.eval.batch_size, cfg.eval.limit, cfg.eval.bpb_sequences, tcfg.data.seq_len,
-                                 device)
+                                 device, quiet=True)
     result.update(candidate=candidate, seed=seed)
     tmp = out / ".eval.json.tmp"
     out.mkdir(parents=True, exist_ok=True)

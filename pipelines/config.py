@@ -32,13 +32,53 @@ class ConfigError(ValueError):
     """A configuration problem, with the offending key in the message."""
 
 
+STAGE_NAMES = ("ingest", "heuristic_filter", "dedup", "quality_filter", "tokenize", "shards")
+
+
+@dataclass
+class StageResources:
+    """What one task (or classifier actor) of a stage asks Ray for; unset fields fall back to `ray.task_cpus`."""
+    num_cpus: float | None = None
+    memory_mb: int | None = None  # Ray's memory reservation: bounds how many of the stage's tasks share a node
+    resources: dict[str, float] = field(default_factory=dict)  # custom node resources, e.g. {bigmem: 1}
+
+
+@dataclass
+class ClusterConfig:
+    """Shape of a cluster that `jobs/` starts (KubeRay RayJob, Slurm); a local run ignores it."""
+    image: str = "rayproject/ray:2.60.0-py311"  # KubeRay: an image with this project's dependencies installed
+    head_cpus: int = 4  # the head runs the driver and the progress actor, no stage tasks (num-cpus 0 on it)
+    head_memory_gb: int = 16
+    workers: int = 2
+    worker_cpus: int = 16
+    worker_memory_gb: int = 64
+    worker_gpus: int = 0
+    worker_resources: dict[str, float] = field(default_factory=dict)  # custom resources each worker advertises
+    shared_volume_claim: str | None = None  # KubeRay: PVC mounted on every pod at shared_mount (data and outputs)
+    shared_mount: str = "/data"
+    hf_token_secret: str | None = None  # KubeRay: Secret with key HF_TOKEN, exposed to pods (never in the manifest)
+
+
 @dataclass
 class RayConfig:
     address: str | None = None  # None: start a local Ray instance; "auto" or "ray://host:10001": join
     num_cpus: float | None = None  # local instance only; None = all cores
     task_cpus: float = 0.5  # CPUs each stage task asks for; fractional so 2-core machines never starve
-    object_store_mb: int | None = None  # local instance only
+    object_store_mb: int | None = None  # per node (local instance, and the cluster start commands of jobs/)
     max_retries: int = 3  # Ray retries of a task whose worker died (stages are idempotent)
+    spill_dir: str | None = None  # object-store spilling folder (fast local disk); None = Ray's default under /tmp
+    stage_resources: dict[str, StageResources] = field(default_factory=dict)  # per stage: {dedup: {memory_mb: 4000}}
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def task_options(self, stage: str) -> dict:
+        """Ray options of one task of `stage` ("dedup/signatures/..." counts as dedup)."""
+        r = self.stage_resources.get(stage.split("/")[0], StageResources())
+        options: dict = {"num_cpus": self.task_cpus if r.num_cpus is None else r.num_cpus}
+        if r.memory_mb:
+            options["memory"] = r.memory_mb << 20
+        if r.resources:
+            options["resources"] = dict(r.resources)
+        return options
 
 
 @dataclass
@@ -256,6 +296,8 @@ def _build(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(f"{key}: must not be null")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", value):
+        return float(value)  # YAML 1.1 reads 5e-3 (no dot) as a string
     if tp is str and isinstance(value, str):
         return _expand_env(value, key)
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
@@ -313,6 +355,12 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
                           f"must not exceed num_hashes ({cfg.dedup.num_hashes})")
     if cfg.dedup.verify_threshold is not None and not 0 < cfg.dedup.verify_threshold <= 1:
         raise ConfigError(f"dedup.verify_threshold: must be in (0, 1], got {cfg.dedup.verify_threshold}")
+    for stage, r in cfg.ray.stage_resources.items():
+        if stage not in STAGE_NAMES:
+            raise ConfigError(f"ray.stage_resources.{stage}: unknown stage (known: {', '.join(STAGE_NAMES)})")
+        if (r.num_cpus is not None and r.num_cpus < 0) or (r.memory_mb is not None and r.memory_mb <= 0) \
+                or any(v < 0 for v in r.resources.values()):
+            raise ConfigError(f"ray.stage_resources.{stage}: num_cpus and resources must be >= 0, memory_mb > 0")
     for key, value in (("ingest.batch_docs", cfg.ingest.batch_docs), ("ray.task_cpus", cfg.ray.task_cpus),
                        ("dedup.partitions", cfg.dedup.partitions), ("dedup.ngram", cfg.dedup.ngram)):
         if value <= 0:
@@ -343,3 +391,14 @@ def load_config(path: str | Path, overrides: list[str] = (), input_dir: str | No
         data["output_dir"] = str(Path(output_dir).resolve()) if not is_url(output_dir) else output_dir
     cfg = _build(Config, data, "")
     return _validate(cfg, path.parent)
+
+
+def read_config_data(path: Path, overrides: list[str] = (), output_dir: str | None = None) -> dict:
+    """A YAML's merged `base:` chain with `--set` overrides and `--output` applied, not yet typed:
+    the first half of every loader (pipeline, training, ablation)."""
+    data = _read_yaml(Path(path).resolve())
+    for item in overrides:
+        _apply_override(data, *_parse_override(item))
+    if output_dir is not None:
+        data["output_dir"] = str(Path(output_dir).resolve())
+    return data

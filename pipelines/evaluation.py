@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,13 +134,18 @@ def score_items(items: list[Item], lls: list[float]) -> dict:
     return result
 
 
-def evaluate_tasks(model, task_files: dict[str, Path], batch_size: int = 16, limit: int | None = None) -> dict:
+def evaluate_tasks(model, task_files: dict[str, Path], batch_size: int = 16, limit: int | None = None,
+                   quiet: bool = False) -> dict:
     results = {}
     for task, path in task_files.items():
         items = load_task(path, limit)
         pairs = [p for item in items for p in item.requests()]
+        t0 = time.perf_counter()
         lls = [ll for ll, _ in loglikelihoods(model, pairs, batch_size, progress=task)]
         results[task] = score_items(items, lls)
+        if not quiet:
+            print(f"[eval] {task}: {len(items)} items, {len(pairs)} requests in {time.perf_counter() - t0:.1f} s, "
+                  f"acc {results[task]['acc']:.4f}", file=sys.stderr, flush=True)
     return results
 
 
@@ -199,7 +205,7 @@ def task_files(eval_dir: Path, names: list[str]) -> dict[str, Path]:
 
 def evaluate_checkpoint(checkpoint: Path, eval_dir: Path | None, tasks: list[str], run_dir: Path | None = None,
                         batch_size: int = 16, limit: int | None = None, bpb_sequences: int = 64,
-                        seq_len: int = 256, device: str = "cpu") -> dict:
+                        seq_len: int = 256, device: str = "cpu", quiet: bool = False) -> dict:
     """Everything `zyda2.py eval` reports for one checkpoint, as one JSON-able dict."""
     from pipelines.trainer import load_model
     model = load_model(checkpoint, device)
@@ -207,7 +213,7 @@ def evaluate_checkpoint(checkpoint: Path, eval_dir: Path | None, tasks: list[str
     local = [t for t in tasks if eval_dir and (Path(eval_dir) / f"{t}.jsonl").is_file()]
     others = [t for t in tasks if t not in local]
     if local:
-        result["tasks"].update(evaluate_tasks(model, task_files(eval_dir, local), batch_size, limit))
+        result["tasks"].update(evaluate_tasks(model, task_files(eval_dir, local), batch_size, limit, quiet))
     if others:
         from pipelines.lm_eval_adapter import run_lm_eval
         result["tasks"].update(run_lm_eval(checkpoint, others, batch_size=batch_size, limit=limit, model=model))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
 import shutil
 import socket
@@ -66,12 +67,15 @@ def ray_session(cfg: Config):
     kwargs = dict(include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
     if cfg.ray.address:
         kwargs["address"] = cfg.ray.address
-        kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT),
-                                 "excludes": [".venv/", ".git/", "runs/", "benchmarks/results/"]}
+        if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:  # set in a Ray job, which brings its working_dir
+            kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT),
+                                     "excludes": [".venv/", ".git/", "runs/", "benchmarks/results/"]}
     else:
         kwargs["num_cpus"] = cfg.ray.num_cpus
         if cfg.ray.object_store_mb:
             kwargs["object_store_memory"] = cfg.ray.object_store_mb << 20
+        if cfg.ray.spill_dir:
+            kwargs["object_spilling_directory"] = cfg.ray.spill_dir
     try:
         ray.init(**kwargs)
     except ConnectionError as e:

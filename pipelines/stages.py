@@ -77,7 +77,7 @@ def run_partitions(ctx: StageContext, stage: str, config_hash: str,
         write_json(marker_path(ctx.out, stage, sf), {"config_hash": config_hash, "src_url": sf.url, "stats": stats})
         return stats
 
-    remote = ray.remote(task).options(num_cpus=ctx.cfg.ray.task_cpus, max_retries=ctx.cfg.ray.max_retries)
+    remote = ray.remote(task).options(**ctx.cfg.ray.task_options(stage), max_retries=ctx.cfg.ray.max_retries)
     pending = {remote.remote(files[i]): i for i in todo}
     display = ProgressDisplay(stage, len(files), ctx.progress, ctx.quiet)
     display.update(len(results))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.config import ConfigError, _apply_override, _build, _parse_override, _read_yaml
+from pipelines.config import ConfigError, _build, read_config_data
 from pipelines.model import PRESETS, load_presets
 
 
@@ -152,15 +152,6 @@ def validate(cfg: TrainConfig, base: Path) -> TrainConfig:
 
 
 def load_train_config(path: str | Path, overrides: list[str] = (), output_dir: str | None = None) -> TrainConfig:
-    path = Path(path).resolve()
-    data = _read_yaml(path)
-    for item in overrides:
-        _apply_override(data, *_parse_override(item))
-    if output_dir is not None:
-        data["output_dir"] = str(Path(output_dir).resolve())
-    return validate(_build(TrainConfig, data, ""), path.parent)
+    data = read_config_data(path, overrides, output_dir)
+    return validate(_build(TrainConfig, data, ""), Path(path).resolve().parent)
 
-
-def train_config_from_dict(data: dict) -> TrainConfig:
-    """Rebuild the config saved beside a checkpoint (its paths are already absolute)."""
-    return validate(_build(TrainConfig, data, ""), Path.cwd())

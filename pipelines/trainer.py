@@ -31,7 +31,7 @@ from pipelines.indexed import IndexedDataset
 from pipelines.model import VOCAB_SIZE, build_model, count_parameters, flops_per_token, zamba2_config
 from pipelines.schedule import anneal_lr, pretrain_lr
 from pipelines.token_stream import PackedSequences, mixture_sources, unigram_entropy, validation_sequences
-from pipelines.train_config import TrainConfig, TrainError, train_config_from_dict
+from pipelines.train_config import TrainConfig, TrainError
 
 
 def _quiet_transformers() -> None:
@@ -299,10 +299,3 @@ def train(cfg: TrainConfig, phase: str = "pretrain", init_from: Path | None = No
               f"checkpoint {summary['checkpoint']}", file=sys.stderr, flush=True)
     return summary
 
-
-def load_run_config(checkpoint: Path) -> TrainConfig:
-    """The config of the run that wrote a checkpoint (two levels up: <run>/checkpoints/step_N)."""
-    marker = Path(checkpoint).resolve().parent.parent / "train.json"
-    if not marker.is_file():
-        raise TrainError(f"{checkpoint}: no train.json beside its checkpoints folder")
-    return train_config_from_dict(json.loads(marker.read_text())["config"])
