@@ -106,7 +106,9 @@ def _resolve(path: str, base: Path) -> str:
     return str((base / path).resolve())
 
 
-def _validate_mixture(entries: list[MixtureEntry], key: str, base: Path) -> None:
+def _validate_mixture(entries: list[MixtureEntry], key: str, base: Path, check_runs: bool = True) -> None:
+    """Resolve and check mixture entries; `check_runs=False` skips the shards/ check for a section
+    this command may not use (pretraining must not need the anneal data to exist yet)."""
     for i, e in enumerate(entries):
         k = f"{key}[{i}]"
         e.run = _resolve(e.run, base)
@@ -116,7 +118,7 @@ def _validate_mixture(entries: list[MixtureEntry], key: str, base: Path) -> None
             raise ConfigError(f"{k}.split: {e.split!r} is not one of train, anneal")
         if e.weight <= 0:
             raise ConfigError(f"{k}.weight: must be > 0, got {e.weight}")
-        if not (Path(e.run) / "shards").is_dir():
+        if check_runs and not (Path(e.run) / "shards").is_dir():
             raise ConfigError(f"{k}.run: no shards/ in {e.run} (run the pipeline first: zyda2.py run ...)")
 
 
@@ -128,7 +130,7 @@ def validate(cfg: TrainConfig, base: Path) -> TrainConfig:
     if not cfg.data.mixture:
         raise ConfigError("data.mixture: at least one entry is needed")
     _validate_mixture(cfg.data.mixture, "data.mixture", base)
-    _validate_mixture(cfg.anneal.mixture, "anneal.mixture", base)
+    _validate_mixture(cfg.anneal.mixture, "anneal.mixture", base, check_runs=False)
     cfg.data.val_run = _resolve(cfg.data.val_run, base) if cfg.data.val_run else cfg.data.mixture[0].run
     for key, value, allowed in (("schedule.kind", cfg.schedule.kind, ("cosine", "wsd")),
                                 ("anneal.decay", cfg.anneal.decay, ("linear", "cosine")),
