@@ -14,6 +14,7 @@ Definitions follow lm-evaluation-harness, so scores are comparable with publishe
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -157,6 +158,7 @@ def aggregate(tasks: dict) -> dict:
             "metric": "mean over tasks of acc_norm (acc where acc_norm is undefined)"}
 
 
+@functools.cache
 def token_bytes() -> np.ndarray:
     """UTF-8 bytes each token stands for (byte-fallback pieces: 1; BOS/EOS/UNK: 0)."""
     sp = _processor()
@@ -219,8 +221,8 @@ def evaluate_checkpoint(checkpoint: Path, eval_dir: Path | None, tasks: list[str
         result["tasks"].update(run_lm_eval(checkpoint, others, batch_size=batch_size, limit=limit, model=model))
     result["aggregate"] = aggregate(result["tasks"])
     if run_dir is not None:
-        for idx in sorted((Path(run_dir) / "shards").glob("*/val/*.idx")):
-            ds = IndexedDataset(idx.with_suffix(""))
+        from pipelines.token_stream import validation_shards
+        for name, ds in validation_shards(run_dir).items():
             if ds.n_tokens > seq_len:
-                result["bpb"][idx.parent.parent.name] = bits_per_byte(model, ds, seq_len, bpb_sequences, batch_size)
+                result["bpb"][name] = bits_per_byte(model, ds, seq_len, bpb_sequences, batch_size)
     return result

@@ -136,6 +136,12 @@ class PackedSequences:
         return np.stack([self.sample(n) for n in range(start, start + size)])
 
 
+def validation_shards(run: Path) -> dict[str, IndexedDataset]:
+    """Each component's held-out shard in a run folder (`shards/<component>/val/`), by component."""
+    return {idx.parent.parent.name: IndexedDataset(idx.with_suffix(""))
+            for idx in sorted((Path(run) / "shards").glob("*/val/*.idx"))}
+
+
 def validation_sequences(dataset: IndexedDataset, seq_len: int, max_sequences: int) -> np.ndarray:
     """A held-out split packed in file order, no wrap-around: the same sequences at every evaluation."""
     n = min(max_sequences, (dataset.n_tokens - 1) // seq_len)

@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.curves import plot_training
-from pipelines.indexed import IndexedDataset
 from pipelines.model import VOCAB_SIZE, build_model, count_parameters, flops_per_token, zamba2_config
 from pipelines.schedule import anneal_lr, pretrain_lr
-from pipelines.token_stream import PackedSequences, mixture_sources, unigram_entropy, validation_sequences
+from pipelines.token_stream import (PackedSequences, mixture_sources, unigram_entropy, validation_sequences,
+                                    validation_shards)
 from pipelines.train_config import TrainConfig, TrainError
 
 
@@ -84,12 +84,8 @@ def evaluate(model, val_sets: dict[str, np.ndarray], micro_batch: int, device, a
 
 
 def validation_sets(run: Path, seq_len: int, max_sequences: int) -> dict[str, np.ndarray]:
-    sets = {}
-    for idx in sorted((run / "shards").glob("*/val/*.idx")):
-        seqs = validation_sequences(IndexedDataset(idx.with_suffix("")), seq_len, max_sequences)
-        if len(seqs):
-            sets[idx.parent.parent.name] = seqs
-    return sets
+    sets = {name: validation_sequences(ds, seq_len, max_sequences) for name, ds in validation_shards(run).items()}
+    return {name: seqs for name, seqs in sets.items() if len(seqs)}
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:
