@@ -9,6 +9,7 @@
   python zyda2.py ablate configs/ablate-local.yaml       # annealing ablation: candidates x seeds
   python zyda2.py publish runs/local --repo ORG/NAME --dry-run
   python zyda2.py stats runs/local                       # HTML run report
+  python zyda2.py reroot-blends /lustre/zyda2            # Megatron blend paths after moving a run
 """
 
 from __future__ import annotations
@@ -195,6 +196,13 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def cmd_reroot_blends(args) -> int:
+    from pipelines.shards import reroot_blends
+    for path in reroot_blends(Path(args.run_dir), args.root):
+        print(path)
+    return 0
+
+
 def cmd_submit(args) -> int:
     from jobs.submit import env_vars, job_args, submit
     from pipelines.runner import RunError
@@ -339,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dedup decision rows aggregated at once (about 1.2 GB per 5M); more rows take more "
                         "passes over dedup/decisions (default 5000000)")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("reroot-blends", help="rewrite a run's Megatron blend files (shards/blends/*.txt) with "
+                                             "absolute prefixes under a new root, after moving or uploading it")
+    p.add_argument("run_dir", help="a finished run folder (with shards/blends/*.json)")
+    p.add_argument("--root", help="the run folder's path as the training nodes see it (default: RUN_DIR here)")
+    p.set_defaults(func=cmd_reroot_blends)
     return parser
 
 

@@ -162,7 +162,7 @@ class ShardsConfig:
     pretrain_weights: dict[str, float] = field(
         default_factory=lambda: {"dclm": 4.0, "fwe": 4.0, "zyda": 0.16, "dolma-cc": 0.24}
     )
-    validation_fraction: float = 0.0005  # of each component, chosen by a hash of nemo_id; never in training
+    validation_fraction: float = 0.0005  # of each component, by a hash of the cluster root or text; never in training
     anneal_components: list[str] = field(default_factory=lambda: ["fwe", "zyda", "dolma-cc"])
     anneal_fwe_min_int_score: int = 4  # FineWeb-Edu documents in the anneal set
     anneal_min_quality_prob: float = 0.9  # classifier-scored documents in the anneal set

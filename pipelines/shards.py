@@ -1,21 +1,27 @@
 """Tokenize and shards: the pipeline's products.
 
 tokenize  one Ray task per input partition: Mistral v0.1 ids (+EOS, optional BOS) of every kept
-          document, its split (`val` when a hash of its nemo_id falls under
+          document, its split (`val` when a hash of its split key falls under
           `shards.validation_fraction`, else `train`) and whether it belongs to the anneal set.
+          The split key is the document's dedup cluster root when it is in a cluster, else its text,
+          so identical texts and near-duplicates always land on the same side.
           -> tokenize/<source>/<part>.parquet
 shards    per component, consecutive partitions are grouped into shards of about `shard_tokens`
           training tokens (cut at partition boundaries, so the plan depends only on token counts and
           the same input gives the same shards whatever the worker count); one Ray task per shard:
           shards/<component>/{train,anneal}/part_NNNNN.{bin,idx}, shards/<component>/val/part_00000
+          (a shard that would hold no document is not written; its role is reported as empty)
           Hub-layout parquet: publish/data/<component>/<subfolder>/part.N.parquet
-          Mixtures: shards/blends/{pretrain,anneal}.json (+ .txt in Megatron's --data-path syntax).
+          Mixtures: shards/blends/{pretrain,anneal,valid}.json (paths relative to the run) and .txt
+          (Megatron's `--data-path` syntax, absolute prefixes; `reroot_blends` rewrites them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+import os
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -41,10 +47,23 @@ TOKEN_SCHEMA = pa.schema([
 ])
 
 
-def is_validation(nemo_id: str, fraction: float) -> bool:
-    """Stable, partition-independent choice: the first 8 bytes of sha1(nemo_id) as a fraction."""
-    h = int.from_bytes(hashlib.sha1(nemo_id.encode()).digest()[:8], "big")
+def is_validation(key: str, fraction: float) -> bool:
+    """Stable, partition-independent choice: the first 8 bytes of sha1(key) as a fraction."""
+    h = int.from_bytes(hashlib.sha1(key.encode("utf-8", "surrogatepass")).digest()[:8], "big")
     return h < fraction * 2**64
+
+
+def split_keys(nemo_ids: list[str], texts: list[str], decisions: Path | None) -> list[str]:
+    """What decides each document's split: `cluster:<root nemo_id>` for a member of a dedup cluster
+    (from `decisions`, the partition's dedup/decisions file, if any), else `text:<text>`.
+
+    Identical texts have identical MinHash signatures, so they are either all in one cluster or all
+    unclustered: both rules send them to the same side, and so are all members of one cluster."""
+    clusters: dict[str, str] = {}
+    if decisions is not None and decisions.is_file():
+        t = pq.read_table(decisions, columns=["nemo_id", "cluster_id"])
+        clusters = dict(zip(t.column("nemo_id").to_pylist(), t.column("cluster_id").to_pylist()))
+    return [f"cluster:{clusters[i]}" if i in clusters else f"text:{text}" for i, text in zip(nemo_ids, texts)]
 
 
 def read_docs(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -72,7 +91,8 @@ class TokenizeStage(Stage):
 
         def task(sf: SourceFile) -> dict:
             stats = tokenize_partition(ctx.docs_path(sf, docs_dirs),
-                                       ctx.out / self.name / sf.source / f"{sf.part_name}.parquet", sf.source, tcfg, scfg)
+                                       ctx.out / self.name / sf.source / f"{sf.part_name}.parquet", sf.source, tcfg, scfg,
+                                       ctx.out / "dedup" / "decisions" / f"{sf.source}__{sf.part_name}.parquet")
             ctx.progress.add.remote(self.name, stats["read"], stats["tokens"] * 2)
             return {"src_file": sf.rel, **stats}
 
@@ -86,12 +106,15 @@ class TokenizeStage(Stage):
         return by_source
 
 
-def tokenize_partition(docs: Path, dest: Path, source: str, tcfg, scfg) -> dict:
-    """Tokenize one partition's documents into `dest` (TOKEN_SCHEMA); return its counts."""
+def tokenize_partition(docs: Path, dest: Path, source: str, tcfg, scfg, decisions: Path | None = None) -> dict:
+    """Tokenize one partition's documents into `dest` (TOKEN_SCHEMA); return its counts.
+    `decisions`: the partition's dedup decisions (cluster roots), which the split follows."""
     table = read_docs(docs, ["nemo_id", "text", "int_score", "quality_prob"])
-    ids = encode(table.column("text").to_pylist(), tcfg.add_bos, tcfg.append_eos)
+    texts = table.column("text").to_pylist()
+    ids = encode(texts, tcfg.add_bos, tcfg.append_eos)
     nemo_ids = table.column("nemo_id").to_pylist()
-    split = np.array(["val" if is_validation(i, scfg.validation_fraction) else "train" for i in nemo_ids])
+    split = np.array(["val" if is_validation(k, scfg.validation_fraction) else "train"
+                      for k in split_keys(nemo_ids, texts, decisions)], dtype=object)
     val = split == "val"
     anneal = anneal_mask(table, source, scfg) & ~val
     lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
@@ -132,7 +155,8 @@ def plan_shards(token_counts: list[int], target: int) -> list[list[int]]:
 
 
 def write_shard(prefix: Path, token_files: list[Path], select: str) -> dict:
-    """Concatenate the selected documents of `token_files` into one indexed shard."""
+    """Concatenate the selected documents of `token_files` into one indexed shard; none is written
+    when no document is selected (Megatron cannot memory-map an empty .bin)."""
     parts, lengths, docs = [], [], 0
     for path in token_files:
         t = pq.read_table(path)
@@ -145,7 +169,8 @@ def write_shard(prefix: Path, token_files: list[Path], select: str) -> dict:
         docs += t.num_rows
     tokens = np.concatenate(parts) if parts else np.zeros(0, np.uint16)
     lens = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-    write_indexed(prefix, tokens, lens)
+    if docs:
+        write_indexed(prefix, tokens, lens)
     return {"prefix": str(prefix), "documents": docs, "tokens": int(lens.sum())}
 
 
@@ -196,47 +221,87 @@ class ShardsStage(Stage):
                     meta.append((source, component, "publish"))
         results = ray.get(jobs)
         summary = {c: {"train_tokens": 0, "val_tokens": 0, "anneal_tokens": 0, "train_shards": [], "anneal_shards": [],
-                       "val_documents": 0, "published_documents": 0} for c in COMPONENTS.values()}
+                       "val_shards": [], "val_documents": 0, "published_documents": 0} for c in COMPONENTS.values()}
         for (source, component, split), r in zip(meta, results):
             c = summary[component]
             if split == "publish":
                 c["published_documents"] += r
-            elif split == "val":
-                c["val_tokens"], c["val_documents"] = r["tokens"], r["documents"]
-            else:
-                c[f"{split}_tokens"] += r["tokens"]
+                continue
+            c[f"{split}_tokens"] += r["tokens"]
+            if split == "val":
+                c["val_documents"] = r["documents"]
+            if r["documents"]:
                 c[f"{split}_shards"].append({"path": str(Path(r["prefix"]).relative_to(ctx.out)), "tokens": r["tokens"],
                                              "documents": r["documents"]})
-        summary = {c: v for c, v in summary.items() if v["train_shards"] or v["val_documents"]}
+        summary = {c: v for c, v in summary.items() if v["train_shards"] or v["val_shards"] or v["anneal_shards"]}
+        for v in summary.values():
+            v["empty_roles"] = [role for role in ROLES if not v[f"{role}_shards"]]
         blends = write_blends(ctx.out, summary, cfg)
-        ctx.details[self.name] = {"components": summary, "mixtures": blends}
+        ctx.details[self.name] = {"components": summary, "mixtures": {k: blends[k] for k in ("pretrain", "anneal")},
+                                  "validation": blends["valid"]}
         return {s: {"in": u["out"], "out": u["out"], "removed": {}, "quarantined": 0, "chars_out": u["chars_out"]}
                 for s, u in upstream.items()}
 
 
+ROLES = ("train", "anneal", "val")
+BLENDS = ("pretrain", "anneal", "valid")
+
+
 def write_blends(out: Path, summary: dict, cfg) -> dict:
-    """Pretrain and anneal mixtures: shard paths and sampling weights (token shares), JSON + Megatron text."""
+    """Pretrain, anneal and validation mixtures: shard paths and sampling weights (token shares).
+
+    `<name>.json` holds paths relative to the run folder (what `token_stream` reads); `<name>.txt` is
+    Megatron's `--data-path` syntax (`weight prefix ...`) with absolute prefixes, so a launch works
+    from any working directory. Only shards holding documents appear. Returns per mixture the
+    weight shares per component and the tokens."""
     source_of = {c: s for s, c in COMPONENTS.items()}
     weights = {c: cfg.pretrain_weights.get(source_of[c], 0.0) for c in summary if summary[c]["train_tokens"]}
     total_w = sum(weights.values())
     pretrain = [{"path": sh["path"], "weight": weights[c] / total_w * sh["tokens"] / summary[c]["train_tokens"],
-                 "component": c, "tokens": sh["tokens"]}
-                for c in weights for sh in summary[c]["train_shards"] if sh["tokens"]]
+                 "component": c, "tokens": sh["tokens"], "documents": sh["documents"]}
+                for c in weights for sh in summary[c]["train_shards"]]
     anneal_tokens = sum(summary[c]["anneal_tokens"] for c in summary)
     anneal = [{"path": sh["path"], "weight": (1 - cfg.anneal_replay_fraction) * sh["tokens"] / anneal_tokens,
-               "component": c, "tokens": sh["tokens"], "role": "anneal"}
-              for c in summary for sh in summary[c]["anneal_shards"] if sh["tokens"]] if anneal_tokens else []
+               "component": c, "tokens": sh["tokens"], "documents": sh["documents"], "role": "anneal"}
+              for c in summary for sh in summary[c]["anneal_shards"]] if anneal_tokens else []
     replay = cfg.anneal_replay_fraction if anneal else 1.0
     anneal += [{**p, "weight": p["weight"] * replay, "role": "replay"} for p in pretrain]
+    # validation: every component's held-out shard, weighted by its tokens
+    val_tokens = sum(summary[c]["val_tokens"] for c in summary)
+    valid = [{"path": sh["path"], "weight": sh["tokens"] / val_tokens, "component": c, "tokens": sh["tokens"],
+              "documents": sh["documents"]}
+             for c in summary for sh in summary[c]["val_shards"]]
     mixtures = {}
-    for name, blend in (("pretrain", pretrain), ("anneal", anneal)):
+    for name, blend in (("pretrain", pretrain), ("anneal", anneal), ("valid", valid)):
         write_json(out / "shards" / "blends" / f"{name}.json", {"shards": blend})
-        text = " ".join(f"{b['weight']:.10f} {b['path']}" for b in blend)
-        (out / "shards" / "blends" / f"{name}.txt").write_text(text + "\n")
         shares: dict[str, float] = {}
         for b in blend:
             key = b["component"] + (":replay" if b.get("role") == "replay" else "")
             shares[key] = shares.get(key, 0.0) + b["weight"]
         mixtures[name] = {"shares": {k: round(v, 6) for k, v in sorted(shares.items())},
                           "tokens": sum(b["tokens"] for b in blend if b.get("role") != "replay")}
+    reroot_blends(out)
     return mixtures
+
+
+def reroot_blends(run: Path, root: str | None = None) -> list[Path]:
+    """(Re)write a run's `shards/blends/*.txt` from its `*.json` with prefixes under `root` (default:
+    the run folder's absolute path here), e.g. after the folder was moved or copied to a cluster's
+    storage. `root` is taken as given (a path as the training nodes see it). Returns the files written.
+
+    Raises FileNotFoundError when `run` has no blends."""
+    run = Path(run)
+    base = root.rstrip("/") if root else str(run.resolve())
+    files = sorted((run / "shards" / "blends").glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"{run} has no shards/blends/*.json: not a finished run folder")
+    written = []
+    for path in files:
+        shards = json.loads(path.read_text())["shards"]
+        text = " ".join(f"{b['weight']:.10f} {base}/{b['path']}" for b in shards)
+        dest = path.with_suffix(".txt")
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, dest)
+        written.append(dest)
+    return written

@@ -59,8 +59,10 @@ def local_run(ray_instance, data_dir, tmp_path_factory) -> tuple[Path, dict]:
 
 
 def files_digest(root: Path) -> dict[str, bytes]:
-    """Every output file's bytes, except the manifest (it holds timestamps and timings)."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+    """Every output file's bytes, except the manifest (it holds timestamps and timings); the run's own
+    absolute path (in the Megatron blend files) reads as `<run>`, so runs in two folders compare."""
+    prefix = str(root.resolve()).encode()
+    return {p.relative_to(root).as_posix(): p.read_bytes().replace(prefix, b"<run>") for p in sorted(root.rglob("*"))
             if p.is_file() and p.name != "manifest.json"}
 
 

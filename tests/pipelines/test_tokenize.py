@@ -102,7 +102,7 @@ def test_mixture_proportions_match_weights(local_run):
     assert sum(v for k, v in anneal.items() if k.endswith(":replay")) == pytest.approx(0.6, abs=1e-6)
     megatron = (out / "shards" / "blends" / "pretrain.txt").read_text().split()
     pretrain = json.loads((out / "shards" / "blends" / "pretrain.json").read_text())["shards"]
-    assert len(megatron) == 2 * len(pretrain) and megatron[1].startswith("shards/")
+    assert len(megatron) == 2 * len(pretrain) and megatron[1] == f"{out.resolve()}/{pretrain[0]['path']}"
 
 
 def test_anneal_set_is_higher_quality(local_run):
