@@ -30,7 +30,8 @@ from pipelines.config import ConfigError, load_config
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config, e.g. configs/local.yaml (the local default) or configs/zyda2.yaml")
     p.add_argument("--input", metavar="DIR", help="folder laid out like ../shared/data/sources "
-                   "(dclm/, fineweb-edu/, zyda/, dolma-cc/); overrides input_dir")
+                   "(dclm/, fineweb-edu/, zyda/, dolma-cc/): every source is read from there (a source given "
+                   "as a URL from DIR/<its folder>); refused for a source with an absolute local path")
     p.add_argument("--output", metavar="DIR", help="run folder; overrides output_dir")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override a config key, dotted (repeatable): --set ingest.batch_docs=512")

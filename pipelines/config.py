@@ -26,6 +26,8 @@ from typing import Any
 import yaml
 
 SOURCE_NAMES = ("dclm", "fwe", "zyda", "dolma-cc")
+# where `--input DIR` finds each source (the layout of ../shared/data/sources and of `hf download` copies)
+SOURCE_FOLDERS = {"dclm": "dclm", "fwe": "fineweb-edu", "zyda": "zyda", "dolma-cc": "dolma-cc"}
 
 
 class ConfigError(ValueError):
@@ -239,8 +241,54 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     base = data.pop("base", None)
     if base is not None:
-        data = _merge(_read_yaml((path.parent / base).resolve(), seen + (path,)), data)
+        base_path = (path.parent / base).resolve()
+        data = _merge(_anchor_paths(_read_yaml(base_path, seen + (path,)), base_path.parent), data)
     return data
+
+
+def _local_relative(value: Any, key: str) -> str | None:
+    """`value` (env expanded) when it is a relative local path, else None."""
+    if not isinstance(value, str):
+        return None
+    value = _expand_env(value, key)
+    return None if is_url(value) or Path(value).is_absolute() else value
+
+
+def _anchor_paths(data: dict, folder: Path) -> dict:
+    """A `base:` file's relative paths made absolute against its own folder (not the child's):
+    input_dir, output_dir, a local quality model, and source paths where no input_dir roots them."""
+    data = dict(data)
+    for key in ("input_dir", "output_dir"):
+        if (rel := _local_relative(data.get(key), key)) is not None:
+            data[key] = str((folder / rel).resolve())
+    q = data.get("quality_filter")
+    if isinstance(q, dict) and (rel := _local_relative(q.get("model"), "quality_filter.model")) is not None \
+            and (rel.startswith(".") or q.get("backend", "deberta") == "fasttext"):
+        data["quality_filter"] = {**q, "model": str((folder / rel).resolve())}
+    sources = data.get("sources")
+    if isinstance(sources, dict) and data.get("input_dir") is None:
+        data["sources"] = {name: {**src, **{k: str((folder / rel).resolve()) for k in ("path", "files_from")
+                                             if (rel := _local_relative(src.get(k), f"sources.{name}.{k}"))}}
+                           if isinstance(src, dict) else src for name, src in sources.items()}
+    return data
+
+
+def _reroot_sources(data: dict, input_dir: str) -> None:
+    """`--input DIR`: every enabled source is read from DIR. A source given as a URL is read from
+    DIR/<SOURCE_FOLDERS[name]> with the same include globs (a local copy keeps the repository's layout)
+    and no url list; a relative local path is already under DIR. Raises ConfigError (one line) for a
+    source with an absolute local path, which DIR cannot re-root."""
+    for name, src in (data.get("sources") or {}).items():
+        if not isinstance(src, dict) or src.get("enabled") is False or not isinstance(src.get("path"), str):
+            continue
+        path = _expand_env(src["path"], f"sources.{name}.path")
+        if is_url(path):
+            if name not in SOURCE_FOLDERS:
+                raise ConfigError(f"sources.{name}: unknown source (known: {', '.join(SOURCE_NAMES)})")
+            src["path"], src["files_from"] = SOURCE_FOLDERS[name], None
+        elif Path(path).is_absolute():
+            raise ConfigError(f"--input {input_dir}: sources.{name}.path is the absolute path {path}, which "
+                              f"--input cannot re-root; make it relative (to input_dir) or drop --input")
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -386,7 +434,10 @@ def load_config(path: str | Path, overrides: list[str] = (), input_dir: str | No
     for item in overrides:
         _apply_override(data, *_parse_override(item))
     if input_dir is not None:
-        data["input_dir"] = str(Path(input_dir).resolve()) if not is_url(input_dir) else input_dir
+        if is_url(input_dir):
+            raise ConfigError(f"--input {input_dir}: must be a local folder (put URLs in sources.<name>.path)")
+        data["input_dir"] = str(Path(input_dir).resolve())
+        _reroot_sources(data, input_dir)
     if output_dir is not None:
         data["output_dir"] = str(Path(output_dir).resolve()) if not is_url(output_dir) else output_dir
     cfg = _build(Config, data, "")

@@ -3,8 +3,11 @@
 Definitions follow lm-evaluation-harness, so scores are comparable with published tables (and
 `tests/evaluation` checks them against lm-eval itself on the same checkpoint):
 - a request is (context, continuation) with continuation = " " + text (lm-eval's target delimiter);
-  both are tokenized together and split where the context's own tokens end, as lm-eval's HFLM does,
-  so SentencePiece's word-initial pieces are the ones the model saw in training;
+  tokenized exactly as lm-eval's `hf` model does with the checkpoint's own tokenizer
+  (`lm_eval.api.model.TemplateLM._encode_pair`, lm-eval 0.4.13): all trailing whitespace of the context
+  (`str.rstrip()`, e.g. PIQA's "\n") moves to the continuation, context + continuation is encoded
+  once and split where the context's own encoding ends; BOS leads only if the checkpoint was trained
+  with it (its tokenizer adds it), and an empty context is BOS alone (lm-eval's prefix token);
 - `acc`: the choice with the highest summed log-likelihood is the gold one;
 - `acc_norm`: the same after dividing each log-likelihood by the choice's length in characters;
 - `schema` items (WinoGrande): the choices are alternative contexts for one shared continuation;
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipelines.hf_tokenizer import checkpoint_add_bos
 from pipelines.indexed import IndexedDataset
 from pipelines.tokenizer import BOS, EOS, _processor, encode
 
@@ -65,28 +69,32 @@ def load_task(path: Path, limit: int | None = None) -> list[Item]:
     return items
 
 
-def encode_pair(context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """lm-eval's split: trailing spaces of the context move to the continuation, the whole string is
-    encoded once and the continuation is what follows the context's own encoding."""
-    spaces = len(context) - len(context.rstrip(" "))
+def encode_pair(context: str, continuation: str, add_bos: bool = False) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids) as lm-eval's `hf` model makes them: trailing whitespace of the
+    context moves to the continuation, the whole string is encoded once and the continuation is what
+    follows the context's own encoding. `add_bos`: the checkpoint's tokenizer policy (as trained)."""
+    if not context:  # lm-eval: the prefix token (BOS) stands for an empty context
+        return [BOS], encode([continuation], append_eos=False)[0]
+    spaces = len(context) - len(context.rstrip())
     if spaces:
         context, continuation = context[:-spaces], context[-spaces:] + continuation
     whole, ctx = encode([context + continuation, context], append_eos=False)
-    return [BOS] + ctx, whole[len(ctx):]
+    head = [BOS] if add_bos else []
+    return head + ctx, whole[len(ctx):]
 
 
 @torch.no_grad()
 def loglikelihoods(model, pairs: list[tuple[str, str]], batch_size: int = 16, max_len: int | None = None,
-                   progress: str | None = None) -> list[tuple[float, bool]]:
-    """(sum log P(continuation | context), whether it is the greedy continuation) for each pair.
+                   progress: str | None = None, add_bos: bool = False) -> list[tuple[float, bool]]:
+    """(sum log P(continuation | context) in nats, whether it is the greedy continuation) for each pair.
 
     Longest first, so each batch pads little and memory peaks at the start; contexts are cut from
-    the left to fit `max_len` (the model's position limit by default)."""
+    the left to fit `max_len` (the model's position limit by default). `add_bos`: see `encode_pair`."""
     device = next(model.parameters()).device
     max_len = max_len or model.config.max_position_embeddings
     encoded = []
     for ctx, cont in pairs:
-        c, t = encode_pair(ctx, cont)
+        c, t = encode_pair(ctx, cont, add_bos)
         seq = (c + t)[-(max_len + 1):]
         encoded.append((seq, len(t)))
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
@@ -120,15 +128,16 @@ def _stderr(x: np.ndarray) -> float:
 
 def score_items(items: list[Item], lls: list[float]) -> dict:
     """Per-item correctness and the task's accuracies from the choices' log-likelihoods."""
-    acc, acc_norm, pos = [], [], 0
+    acc, acc_norm, pos, ll_per_item = [], [], 0, []
     for item in items:
         ll = np.array(lls[pos:pos + len(item.choices)])
+        ll_per_item.append([float(x) for x in ll])
         pos += len(item.choices)
         acc.append(int(np.argmax(ll) == item.gold))
         if item.kind == "multiple_choice":
             acc_norm.append(int(np.argmax(ll / np.array([float(len(c)) for c in item.choices])) == item.gold))
     result = {"n": len(items), "acc": float(np.mean(acc)), "acc_stderr": _stderr(np.array(acc)),
-              "items": {"id": [i.id for i in items], "acc": acc}}
+              "items": {"id": [i.id for i in items], "acc": acc, "loglikelihoods": ll_per_item}}
     if acc_norm:
         result.update(acc_norm=float(np.mean(acc_norm)), acc_norm_stderr=_stderr(np.array(acc_norm)))
         result["items"]["acc_norm"] = acc_norm
@@ -136,13 +145,14 @@ def score_items(items: list[Item], lls: list[float]) -> dict:
 
 
 def evaluate_tasks(model, task_files: dict[str, Path], batch_size: int = 16, limit: int | None = None,
-                   quiet: bool = False) -> dict:
+                   quiet: bool = False, add_bos: bool = False) -> dict:
+    """Each task's scores (`score_items`); `add_bos`: the checkpoint's tokenizer policy."""
     results = {}
     for task, path in task_files.items():
         items = load_task(path, limit)
         pairs = [p for item in items for p in item.requests()]
         t0 = time.perf_counter()
-        lls = [ll for ll, _ in loglikelihoods(model, pairs, batch_size, progress=task)]
+        lls = [ll for ll, _ in loglikelihoods(model, pairs, batch_size, progress=task, add_bos=add_bos)]
         results[task] = score_items(items, lls)
         if not quiet:
             print(f"[eval] {task}: {len(items)} items, {len(pairs)} requests in {time.perf_counter() - t0:.1f} s, "
@@ -215,7 +225,8 @@ def evaluate_checkpoint(checkpoint: Path, eval_dir: Path | None, tasks: list[str
     local = [t for t in tasks if eval_dir and (Path(eval_dir) / f"{t}.jsonl").is_file()]
     others = [t for t in tasks if t not in local]
     if local:
-        result["tasks"].update(evaluate_tasks(model, task_files(eval_dir, local), batch_size, limit, quiet))
+        result["tasks"].update(evaluate_tasks(model, task_files(eval_dir, local), batch_size, limit, quiet,
+                                              checkpoint_add_bos(checkpoint)))
     if others:
         from pipelines.lm_eval_adapter import run_lm_eval
         result["tasks"].update(run_lm_eval(checkpoint, others, batch_size=batch_size, limit=limit, model=model))

@@ -1,10 +1,10 @@
 """lm-evaluation-harness adapter: the project's checkpoints as an lm-eval model named `zyda2`.
 
-The checkpoints are Hugging Face `Zamba2ForCausalLM` folders, but Zamba2's tokenizer is the Mistral
-v0.1 SentencePiece model, and Hugging Face tokenizers built from that file disagree with
-SentencePiece on some strings (see pipelines/tokenizer.py). So the adapter keeps lm-eval's request
-handling, metrics and aggregation and answers its requests with the same exact tokenizer the
-shards were written with.
+A checkpoint folder is a complete Hugging Face model with an exact SentencePiece tokenizer, so
+lm-eval's own `hf` model runs on it as it is (`lm_eval --model hf --model_args pretrained=CKPT`;
+checked against `zyda2.py eval` in tests/clients). This adapter answers lm-eval's requests with the
+project's batched scorer (`pipelines.evaluation.loglikelihoods`, the same tokenization), which
+lets `zyda2.py eval` hand non-local tasks to lm-eval with the model it already loaded.
 
   python -m pipelines.lm_eval_adapter --model_args pretrained=runs/x/checkpoints/step_0000300 --tasks arc_easy
 takes every lm_eval CLI option (tasks need their data: lm-eval downloads it from the Hub).
@@ -22,6 +22,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from pipelines.evaluation import loglikelihoods
+from pipelines.hf_tokenizer import checkpoint_add_bos
 from pipelines.tokenizer import BOS, EOS, decode, encode
 
 
@@ -32,11 +33,13 @@ class Zyda2LM(LM):
         super().__init__()
         from pipelines.trainer import load_model
         self.model = model if model is not None else load_model(pretrained, device)
+        self.add_bos = checkpoint_add_bos(Path(pretrained)) if pretrained else False
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16
         self.max_length = int(max_length or self.model.config.max_position_embeddings)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
-        return loglikelihoods(self.model, [r.args for r in requests], self.batch_size, self.max_length)
+        return loglikelihoods(self.model, [r.args for r in requests], self.batch_size, self.max_length,
+                              add_bos=self.add_bos)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
         """Whole-text log-likelihood from BOS, in disjoint windows of max_length tokens (each window

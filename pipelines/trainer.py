@@ -8,7 +8,8 @@ bit-exactly on CPU.
 Output folder:
   train.json             what this run is (config, phase, base checkpoint) - resume checks it
   metrics.jsonl          one record per step (loss, lr, grad norm, tokens/s) and per evaluation
-  checkpoints/step_NNNNNNN/{model/ (Hugging Face folder), state.pt}, checkpoints/latest
+  checkpoints/step_NNNNNNN/{config.json, model.safetensors, tokenizer.model, tokenizer_config.json (a Hugging
+  Face model folder), model/ (the same files, hard-linked), state.pt}, checkpoints/latest
   loss.png, summary.json
 """
 
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.curves import plot_training
+from pipelines.hf_tokenizer import save_tokenizer, trained_add_bos
 from pipelines.model import VOCAB_SIZE, build_model, count_parameters, flops_per_token, zamba2_config
 from pipelines.schedule import anneal_lr, pretrain_lr
 from pipelines.token_stream import (PackedSequences, mixture_sources, unigram_entropy, validation_sequences,
@@ -51,10 +53,11 @@ def pick_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype | None]:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu"):
-    """A checkpoint's weights as a `Zamba2ForCausalLM` (accepts the step folder or its model/)."""
+    """A checkpoint's weights as a `Zamba2ForCausalLM` (the step folder, its model/, or an older
+    checkpoint whose weights are only in model/)."""
     from transformers import Zamba2ForCausalLM
     path = Path(path)
-    folder = path / "model" if (path / "model").is_dir() else path
+    folder = path if (path / "config.json").is_file() or not (path / "model").is_dir() else path / "model"
     if not (folder / "config.json").is_file():
         raise TrainError(f"not a checkpoint: {path} (expected {folder}/config.json)")
     return Zamba2ForCausalLM.from_pretrained(folder).to(device)
@@ -109,13 +112,22 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(out: Path, step: int, model, optimizer, meta: dict, keep: int) -> Path:
-    """Write to a temp folder and rename, then move `latest`: a kill never leaves a torn checkpoint."""
+def save_checkpoint(out: Path, step: int, model, optimizer, meta: dict, keep: int, add_bos: bool = False) -> Path:
+    """Write to a temp folder and rename, then move `latest`: a kill never leaves a torn checkpoint.
+
+    The step folder is a complete Hugging Face model folder (weights, config, the tokenizer with the
+    data's BOS policy) plus `state.pt`; `model/` holds the same files as hard links (no extra bytes)
+    for scripts that load `<step>/model`."""
     root = out / "checkpoints"
     final = root / f"step_{step:07d}"
     tmp = root / f".tmp-step_{step:07d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "model")
+    model.save_pretrained(tmp)
+    save_tokenizer(tmp, add_bos, model.config.max_position_embeddings)
+    (tmp / "model").mkdir()
+    for f in sorted(tmp.iterdir()):
+        if f.is_file():
+            os.link(f, tmp / "model" / f.name)
     torch.save({"optimizer": optimizer.state_dict(), "step": step, "rng": _rng_state(), **meta}, tmp / "state.pt")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -227,6 +239,10 @@ def train(cfg: TrainConfig, phase: str = "pretrain", init_from: Path | None = No
     _truncate_metrics(metrics_path, start)
 
     sources = mixture_sources(mixture)
+    try:
+        add_bos = trained_add_bos([e.run for e in mixture])
+    except ValueError as e:
+        raise TrainError(f"{'anneal.mixture' if anneal else 'data.mixture'}: {e}") from None
     stream = PackedSequences(sources, seq_len, cfg.data.seed, steps * cfg.global_batch)
     val_sets = validation_sets(Path(cfg.data.val_run), seq_len, cfg.data.val_sequences)
     n_params = count_parameters(model)
@@ -270,7 +286,7 @@ def train(cfg: TrainConfig, phase: str = "pretrain", init_from: Path | None = No
                 log.eval({"phase": phase, "step": step, "tokens": step * tokens_per_step,
                           "val_loss": float(np.mean(list(val.values()))), "val": val})
             if step % cfg.checkpoint_every == 0 or step == steps:
-                save_checkpoint(out, step, model, optimizer, meta, cfg.keep_checkpoints)
+                save_checkpoint(out, step, model, optimizer, meta, cfg.keep_checkpoints, add_bos)
     finally:
         log.close()
     wall = time.perf_counter() - t_start

@@ -37,8 +37,11 @@ def test_scoring_of_a_hand_computed_example():
 def test_pair_encoding_splits_like_lm_eval():
     ctx, cont = encode_pair("Question: Is water wet?\nAnswer: ", "yes")  # trailing space joins the answer
     whole = encode(["Question: Is water wet?\nAnswer: yes"], append_eos=False)[0]
-    assert ctx[0] == BOS and ctx[1:] + cont == whole
+    assert ctx + cont == whole                                              # no BOS: trained without it
     assert cont == whole[len(encode(["Question: Is water wet?\nAnswer:"], append_eos=False)[0]):]
+    ctx, cont = encode_pair("Goal: boil an egg\n", " Put it in water", add_bos=True)  # all trailing whitespace
+    assert ctx == [BOS] + encode(["Goal: boil an egg"], append_eos=False)[0]
+    assert ctx[1:] + cont == encode(["Goal: boil an egg\n Put it in water"], append_eos=False)[0]
 
 
 def test_task_files_load_and_reject_bad_items(tmp_path):

@@ -87,3 +87,42 @@ def test_config_hash_tracks_content(tmp_path):
     b = load_config(REPO / "configs" / "zyda2.yaml", ["dedup.seed=11"])
     assert a.hash() != b.hash() and a.hash() == load_config(REPO / "configs" / "zyda2.yaml").hash()
     assert a.section_hash("ingest") == b.section_hash("ingest") and a.section_hash("dedup") != b.section_hash("dedup")
+
+
+def test_input_reroots_every_source_of_the_hub_recipe(data_dir):
+    """`run configs/zyda2.yaml --input DIR` reads all four sources from DIR, none from the Hub or the web,
+    and finds the same files as the local recipe does in the same folder."""
+    from pipelines.sources import discover
+    hub = load_config(REPO / "configs" / "zyda2.yaml", input_dir=str(data_dir / "sources"))
+    for name, src in hub.sources.items():
+        assert src.path.startswith(str(data_dir / "sources") + "/") and src.files_from is None, name
+    local = load_config(REPO / "configs" / "local.yaml", input_dir=str(data_dir / "sources"))
+    assert [(f.source, f.rel) for f in discover(hub)] == [(f.source, f.rel) for f in discover(local)]
+    assert len(discover(hub)) >= 10
+
+
+def test_input_refuses_what_it_cannot_reroot(tmp_path):
+    child = write(tmp_path, f"base: {REPO / 'configs' / 'local.yaml'}\nsources: {{dclm: {{path: {tmp_path}}}}}\n")
+    with pytest.raises(ConfigError, match=r"^--input \S+: sources.dclm.path is the absolute path .* cannot re-root"):
+        load_config(child, input_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="--input hf://x: must be a local folder"):
+        load_config(REPO / "configs" / "zyda2.yaml", input_dir="hf://x")
+
+
+def test_base_paths_resolve_against_their_own_file(tmp_path):
+    (tmp_path / "a" / "src" / "dclm").mkdir(parents=True)
+    (tmp_path / "a" / "models").mkdir()
+    (tmp_path / "a" / "models" / "q.ftz").write_bytes(b"x")
+    (tmp_path / "b").mkdir()
+    write(tmp_path / "a", "input_dir: src\noutput_dir: ../runs/x\nsources: {dclm: {path: dclm}}\n"
+                          "quality_filter: {backend: fasttext, model: models/q.ftz, apply_to: [zyda]}\n", "base.yaml")
+    cfg = load_config(write(tmp_path / "b", "base: ../a/base.yaml\ningest: {batch_docs: 7}\n"))
+    assert cfg.input_dir == str(tmp_path / "a" / "src") and cfg.output_dir == str(tmp_path / "runs" / "x")
+    assert cfg.sources["dclm"].path == str(tmp_path / "a" / "src" / "dclm")
+    assert cfg.quality_filter.model == str(tmp_path / "a" / "models" / "q.ftz")
+    # a base without input_dir: its source paths are relative to its own folder; the child's own keys to the child's
+    write(tmp_path / "a", "sources: {dclm: {path: src/dclm}}\n", "base2.yaml")
+    (tmp_path / "b" / "out").mkdir()
+    cfg = load_config(write(tmp_path / "b", "base: ../a/base2.yaml\noutput_dir: out\n", "c2.yaml"))
+    assert cfg.sources["dclm"].path == str(tmp_path / "a" / "src" / "dclm")
+    assert cfg.output_dir == str(tmp_path / "b" / "out")
