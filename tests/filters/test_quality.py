@@ -43,6 +43,24 @@ def test_fasttext_beats_chance_on_held_out_labels(quality_model, data_dir):
     assert report["sizes"] == {"train": 209, "valid": 70, "test": 70} and report["quantized"]
 
 
+def test_final_model_is_refit_on_train_and_valid(quality_model, data_dir, tmp_path):
+    """The threshold comes from a train-only fit scored on valid; the shipped model is then refit on
+    train+valid (byte-identical to a direct fit on those 80%), and the test figures are that model's."""
+    from filters.quality import _fit_texts
+    report = json.loads(Path(str(quality_model) + ".json").read_text())
+    train, valid, test = split(read_labels(data_dir / "quality" / "labels.jsonl"), seed=report["seed"])
+    direct = tmp_path / "direct.ftz"
+    _fit_texts(train.texts + valid.texts, np.r_[train.good, valid.good], direct, tmp_path, 50, 64, report["seed"],
+               True, report["max_chars"])
+    assert direct.read_bytes() == Path(quality_model).read_bytes()
+    assert report["fit_on"] == "train+valid" and report["valid"]["model"] == "train only"
+    only_train = tmp_path / "train.ftz"
+    _fit_texts(train.texts, train.good, only_train, tmp_path, 50, 64, report["seed"], True, report["max_chars"])
+    assert only_train.read_bytes() != direct.read_bytes()
+    prob = FastTextClassifier(direct, max_chars=report["max_chars"]).prob_good(test.texts)
+    assert metrics(test.good, prob >= report["threshold"], prob) == pytest.approx(report["test"])
+
+
 def test_eval_quality_cli_prints_json_metrics(quality_model, data_dir, capsys):
     assert zyda2.main(["eval-quality", str(quality_model), str(data_dir / "quality" / "labels.jsonl")]) == 0
     out = json.loads(capsys.readouterr().out)
