@@ -244,7 +244,6 @@ class ShardsStage(Stage):
 
 
 ROLES = ("train", "anneal", "val")
-BLENDS = ("pretrain", "anneal", "valid")
 
 
 def write_blends(out: Path, summary: dict, cfg) -> dict:
@@ -256,6 +255,7 @@ def write_blends(out: Path, summary: dict, cfg) -> dict:
     weight shares per component and the tokens."""
     source_of = {c: s for s, c in COMPONENTS.items()}
     weights = {c: cfg.pretrain_weights.get(source_of[c], 0.0) for c in summary if summary[c]["train_tokens"]}
+    weights = {c: w for c, w in weights.items() if w > 0}  # a weight-0 dataset is an empty one for Megatron
     total_w = sum(weights.values())
     pretrain = [{"path": sh["path"], "weight": weights[c] / total_w * sh["tokens"] / summary[c]["train_tokens"],
                  "component": c, "tokens": sh["tokens"], "documents": sh["documents"]}
