@@ -41,7 +41,9 @@ def test_val_loss_falls_clearly_below_unigram_entropy(pretrained_tiny):
     steps = [r for r in records if "loss" in r]
     assert [r["step"] for r in steps] == list(range(1, 151))
     assert steps[0]["loss"] == pytest.approx(math.log(32000), abs=0.6)  # starts near uniform
-    assert summary["val_loss"] < summary["unigram_entropy"] - 0.25, summary
+    # 0.2 nats: since the split follows dedup clusters and texts, val holds no copy of a training
+    # document (before, exact duplicates leaked and lowered val loss); measured 7.03 vs entropy 7.28
+    assert summary["val_loss"] < summary["unigram_entropy"] - 0.2, summary
     assert set(summary["val"]) == {"dclm_crossdeduped", "fwe3", "zyda_crossdeduped-filtered",
                                    "dolma-cc_crossdeduped-filtered"}
     png = (Path(cfg.output_dir) / "loss.png").read_bytes()
