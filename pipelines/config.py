@@ -98,6 +98,17 @@ class IngestConfig:
 
 
 @dataclass
+class NetworkConfig:
+    """Remote reads (https://, hf://): how hard to retry and how many files to read from one host at once.
+    Never changes outputs, so not part of the config hash (a run can be resumed with other values)."""
+    retries: int = 8                   # failed attempts in a row (429 / 5xx / timeout / reset) before the run stops
+    backoff_s: float = 0.5             # first backoff ceiling (full jitter), doubling per attempt
+    max_backoff_s: float = 30.0        # ceiling of one wait, Retry-After included
+    timeout_s: float = 60.0            # connect and between-bytes timeout of one request
+    max_connections_per_host: int = 4  # files read at once from one host (the Hub rate-limits)
+
+
+@dataclass
 class HeuristicFilterConfig:
     enabled: bool = True
     apply_to: list[str] = field(default_factory=list)  # sources the Zyda-1 heuristics run on
@@ -178,6 +189,7 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
     heuristic_filter: HeuristicFilterConfig = field(default_factory=HeuristicFilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     quality_filter: QualityFilterConfig = field(default_factory=QualityFilterConfig)
@@ -195,7 +207,7 @@ class Config:
 
     def hash(self) -> str:
         """Hash of everything that shapes the outputs: not where they go, nor how many workers make them."""
-        data = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "ray", "run_name")}
+        data = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "ray", "run_name", "network")}
         return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -362,9 +374,13 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
                 or any(v < 0 for v in r.resources.values()):
             raise ConfigError(f"ray.stage_resources.{stage}: num_cpus and resources must be >= 0, memory_mb > 0")
     for key, value in (("ingest.batch_docs", cfg.ingest.batch_docs), ("ray.task_cpus", cfg.ray.task_cpus),
-                       ("dedup.partitions", cfg.dedup.partitions), ("dedup.ngram", cfg.dedup.ngram)):
+                       ("dedup.partitions", cfg.dedup.partitions), ("dedup.ngram", cfg.dedup.ngram),
+                       ("network.max_connections_per_host", cfg.network.max_connections_per_host),
+                       ("network.timeout_s", cfg.network.timeout_s)):
         if value <= 0:
             raise ConfigError(f"{key}: must be > 0, got {value}")
+    if cfg.network.retries < 0 or cfg.network.backoff_s < 0 or cfg.network.max_backoff_s < 0:
+        raise ConfigError("network.retries, backoff_s and max_backoff_s must be >= 0")
     return cfg
 
 

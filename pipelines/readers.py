@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from pipelines.remote import RemoteReadError, open_input
+from pipelines.report import AccountingError
 
 READ_BUFFER = 1 << 20  # bytes read from the (possibly remote) file per request; independent of batch size
 
@@ -83,7 +84,7 @@ class TrailingBytes(ValueError):
     """Bytes after the last complete gzip member / zstd frame that do not start another one."""
 
 
-class CountMismatch(RuntimeError):
+class CountMismatch(AccountingError):
     """A reader's record count disagrees with the count the format gives independently: a reader bug."""
 
 

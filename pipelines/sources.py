@@ -15,6 +15,7 @@ same input folder always yields the same ids. Prefixes (RECIPE.md):
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -52,13 +53,29 @@ class SourceFile:
 
     @property
     def part_name(self) -> str:
-        """File-system-safe name of this partition's outputs, readable back to `rel`."""
-        stem = self.rel
-        for ending in FORMATS:
-            if stem.endswith(ending):
-                stem = stem[: -len(ending)]
-                break
-        return stem.replace("/", "__")
+        """File-system-safe name of this partition's outputs: `part_name(rel)`."""
+        return part_name(self.rel)
+
+
+MAX_PART_NAME_BYTES = 160  # leaves room for "<source>__", ".parquet", temp-file affixes within NAME_MAX (255)
+
+
+def part_name(rel: str) -> str:
+    """The name of one input file's outputs, injective over inputs and readable back to `rel`.
+
+    `rel` (the whole path, format ending included: `x.jsonl.zst` and `x.parquet` differ) is
+    percent-encoded (RFC 3986) in its `%` and `/` and a leading `.` (no hidden or temp-looking
+    names), so `a/b.parquet` -> `a%2Fb.parquet` never meets `a__b.parquet`. A name longer than
+    MAX_PART_NAME_BYTES keeps its first characters and ends in `%~` + 16 hex digits of
+    sha256(rel): `%~` cannot occur in an encoded name, so it cannot collide with an unshortened one."""
+    name = rel.replace("%", "%25").replace("/", "%2F")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if len(name.encode()) > MAX_PART_NAME_BYTES:
+        digest = hashlib.sha256(rel.encode()).hexdigest()[:16]
+        head = name.encode()[: MAX_PART_NAME_BYTES - 18].decode("utf-8", "ignore")
+        name = f"{head}%~{digest}"
+    return name
 
 
 class SourceAccessError(RuntimeError):
@@ -119,7 +136,7 @@ def _list_files(name: str, src: SourceConfig) -> list[tuple[str, str]]:
             rel = url[len(root) + 1:]
             if any(_matches(rel, p) for p in include):
                 found[rel] = url
-        return sorted((u, r) for r, u in found.items())
+        return sorted(((u, r) for r, u in found.items()), key=lambda x: x[1])
     if is_url(root):
         fs, base = fsspec.core.url_to_fs(root)
         protocol = root.split("://", 1)[0]
@@ -154,7 +171,13 @@ def discover(cfg: Config) -> list[SourceFile]:
         if cfg.ingest.max_files_per_source is not None:
             listed = listed[: cfg.ingest.max_files_per_source]
         counters: dict[str, int] = {}
+        names: dict[str, str] = {}
         for url, rel in listed:
+            name_ = part_name(rel)
+            if name_ in names:  # only a sha256 prefix collision can get here
+                raise ConfigError(f"sources.{name}: inputs {names[name_]} and {rel} would share the output "
+                                  f"name {name_}; rename one of them")
+            names[name_] = rel
             prefix = id_prefix(name, rel)
             part = counters.get(prefix, 0)
             counters[prefix] = part + 1

@@ -20,6 +20,8 @@ import ray
 
 from pipelines.config import Config
 from pipelines.ingest import ingest_file
+from pipelines.readers import CountMismatch
+from pipelines.remote import RemoteReadError, RetryPolicy, host_of
 from pipelines.outputs import read_json, write_json
 from pipelines.progress import ProgressDisplay
 from pipelines.sources import SourceFile
@@ -59,9 +61,11 @@ def done_stats(ctx: StageContext, stage: str, config_hash: str, sf: SourceFile) 
 
 
 def run_partitions(ctx: StageContext, stage: str, config_hash: str,
-                   fn: Callable[[SourceFile], dict], files: list[SourceFile] | None = None) -> list[dict]:
+                   fn: Callable[[SourceFile], dict], files: list[SourceFile] | None = None,
+                   group_of: Callable[[SourceFile], str | None] | None = None, group_limit: int = 0) -> list[dict]:
     """Run `fn` on every input partition (or on `files`) as Ray tasks; reuse the stats of partitions
-    already done. Results come in the order of the files."""
+    already done. Results come in the order of the files. With `group_of`, at most `group_limit`
+    tasks of one group (e.g. the host a remote file is read from) run at once."""
     files = ctx.files if files is None else files
     results: dict[int, dict] = {}
     todo = []
@@ -78,14 +82,31 @@ def run_partitions(ctx: StageContext, stage: str, config_hash: str,
         return stats
 
     remote = ray.remote(task).options(**ctx.cfg.ray.task_options(stage), max_retries=ctx.cfg.ray.max_retries)
-    pending = {remote.remote(files[i]): i for i in todo}
+    running: dict[str, int] = {}
+    waiting = list(todo)
+    pending: dict = {}
+
+    def submit():
+        for i in list(waiting):
+            group = group_of(files[i]) if group_of else None
+            if group is not None and running.get(group, 0) >= group_limit:
+                continue
+            waiting.remove(i)
+            running[group] = running.get(group, 0) + 1
+            pending[remote.remote(files[i])] = i
+
+    submit()
     display = ProgressDisplay(stage, len(files), ctx.progress, ctx.quiet)
     display.update(len(results))
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
         for ref in ready:
-            results[pending.pop(ref)] = ray.get(ref)
+            i = pending.pop(ref)
+            group = group_of(files[i]) if group_of else None
+            running[group] -= 1
+            results[i] = ray.get(ref)
         display.update(len(ready))
+        submit()
     display.close()
     return [results[i] for i in range(len(files))]
 
@@ -133,7 +154,18 @@ class IngestStage(Stage):
         return True
 
     def run(self, ctx, upstream):
-        cfg, out, progress = ctx.cfg.ingest, ctx.out, ctx.progress
+        cfg, out, progress, net = ctx.cfg.ingest, ctx.out, ctx.progress, ctx.cfg.network
         config_hash = ctx.cfg.section_hash("ingest")
-        stats = run_partitions(ctx, self.name, config_hash, lambda sf: ingest_file(sf, cfg, out, progress))
+        policy = RetryPolicy(net.retries, net.backoff_s, net.max_backoff_s, net.timeout_s)
+        try:
+            stats = run_partitions(ctx, self.name, config_hash,
+                                   lambda sf: ingest_file(sf, cfg, out, progress, policy),
+                                   group_of=lambda sf: host_of(sf.url), group_limit=net.max_connections_per_host)
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, (RemoteReadError, CountMismatch)):  # one line, not a worker traceback
+                raise type(e.cause)(str(e.cause)) from None
+            raise
+        incomplete = {f"{s['source']}/{f}": n for s in stats for f, n in s.get("incomplete_files", {}).items()}
+        ctx.details["ingest"] = {"incomplete_files": dict(sorted(incomplete.items())),
+                                 "unread_bytes": sum(incomplete.values())}
         return sum_by_source(stats, [name for name, src in ctx.cfg.sources.items() if src.enabled])
