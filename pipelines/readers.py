@@ -27,6 +27,7 @@ JSON lines as producers write them:
 from __future__ import annotations
 
 import json
+import math
 import re
 import zlib
 from dataclasses import dataclass
@@ -186,10 +187,13 @@ _STREAM_ERRORS = (EOFError, zlib.error, zstandard.ZstdError, OSError, TrailingBy
 
 def _repair(value):
     """A JSON value decoded by the stdlib fallback, made storable: lone surrogates -> U+FFFD,
-    integers beyond int64 -> their decimal string (orjson and Arrow cannot hold them)."""
+    integers beyond int64 -> their decimal string (orjson and Arrow cannot hold them), non-finite
+    numbers -> the literal they were written as."""
     if isinstance(value, str):
         return _SURROGATE.sub("\ufffd", value)
-    if isinstance(value, bool) or value is None or isinstance(value, float):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
         return value if _INT64[0] <= value <= _INT64[1] else str(value)
@@ -209,13 +213,15 @@ def _parse(body: bytes) -> dict | list | str | int | float | None | tuple[str]:
     except orjson.JSONDecodeError as e:
         first_error = e
     try:
-        obj = json.loads(body, parse_constant=str)
+        obj = json.loads(body)
     except (ValueError, RecursionError):
         return (f"malformed_json: {first_error}",)
     if isinstance(obj, dict):
         text = obj.get("text")
         if isinstance(text, str) and (m := _SURROGATE.search(text)):
             return (f"lone_surrogate: U+{ord(m.group()):04X} without its pair at character {m.start()} of 'text'",)
+        if isinstance(text, float):  # a non-finite literal as the text: not a string, not repaired into one
+            return {k: (v if k == "text" else _repair(v)) for k, v in obj.items()}
     return _repair(obj)
 
 
