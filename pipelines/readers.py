@@ -81,6 +81,10 @@ class TruncatedStream(EOFError):
     """The compressed stream ended before its end-of-stream marker."""
 
 
+class NotCompressed(ValueError):
+    """The file does not start with the magic number of its format."""
+
+
 class TrailingBytes(ValueError):
     """Bytes after the last complete gzip member / zstd frame that do not start another one."""
 
@@ -125,6 +129,8 @@ def _decompressed_chunks(raw, fmt: str, st: StreamStats, read_buffer: int = READ
             st.read += len(chunk)
             st.consumed += len(chunk)
             yield count(chunk)
+        if not st.read:
+            raise TruncatedStream("the file has 0 bytes")
         return
     new = (lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)) if fmt == "jsonl.gz" \
         else (lambda: zstandard.ZstdDecompressor().decompressobj())
@@ -139,7 +145,7 @@ def _decompressed_chunks(raw, fmt: str, st: StreamStats, read_buffer: int = READ
                 if d is not None:
                     st.members += 1
                     d = None
-                if fmt == "jsonl.gz":
+                if fmt == "jsonl.gz" and st.members:
                     stripped = data.lstrip(b"\0")
                     st.padding += len(data) - len(stripped)
                     st.consumed += len(data) - len(stripped)
@@ -150,10 +156,15 @@ def _decompressed_chunks(raw, fmt: str, st: StreamStats, read_buffer: int = READ
                     pending = data  # a magic number split by the read boundary
                     break
                 if not _member_start(fmt, data):
+                    kind = "gzip member" if fmt == "jsonl.gz" else "zstd frame"
+                    if len(data) < need and (GZIP_MAGIC if fmt == "jsonl.gz" else ZSTD_MAGIC).startswith(data):
+                        raise TruncatedStream(f"the file ends inside the header of a {kind}")
+                    if not st.members:
+                        raise NotCompressed(f"not a {kind}: the file starts with bytes {data[:4].hex()}")
                     rest = len(data) + sum(len(c) for c in iter(lambda: raw.read(read_buffer), b""))
                     st.read += rest - len(data)
                     raise TrailingBytes(f"trailing bytes after the last member: {rest} bytes that do not start "
-                                        f"a {'gzip member' if fmt == 'jsonl.gz' else 'zstd frame'}")
+                                        f"a {kind}")
                 d = new()
             before = len(data)
             out = d.decompress(data)
@@ -163,7 +174,7 @@ def _decompressed_chunks(raw, fmt: str, st: StreamStats, read_buffer: int = READ
         if not chunk:
             break
     if d is None and st.members == 0:
-        raise TruncatedStream("the file holds no compressed member" if st.read else "the file has 0 bytes")
+        raise TruncatedStream("the file has 0 bytes")
     if d is not None and not d.eof:
         raise TruncatedStream("compressed stream ended before its end-of-stream marker")
     if d is not None:
@@ -182,7 +193,7 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield rest
 
 
-_STREAM_ERRORS = (EOFError, zlib.error, zstandard.ZstdError, OSError, TrailingBytes)
+_STREAM_ERRORS = (EOFError, zlib.error, zstandard.ZstdError, OSError, TrailingBytes, NotCompressed)
 
 
 def _repair(value):
@@ -225,7 +236,7 @@ def _parse(body: bytes) -> dict | list | str | int | float | None | tuple[str]:
     return _repair(obj)
 
 
-def read_json_lines(url: str, fmt: str, max_records: int | None = None, read_buffer: int = READ_BUFFER,
+def read_json_lines(url: str, fmt: str, max_records: int | None = None, read_buffer: int | None = None,
                     opener=None) -> Iterator[JsonRecord | Bad]:
     """One event per line of a (compressed) JSON-lines file; `row` is the 0-based line index.
 
@@ -238,7 +249,7 @@ def read_json_lines(url: str, fmt: str, max_records: int | None = None, read_buf
     try:
         with (opener or open_input)(url) as raw:
             st.size = getattr(raw, "size", None)
-            for line in _lines(_decompressed_chunks(raw, fmt, st, read_buffer)):
+            for line in _lines(_decompressed_chunks(raw, fmt, st, read_buffer or READ_BUFFER)):
                 if max_records is not None and row >= max_records:
                     return
                 n = len(line) + 1
@@ -268,8 +279,6 @@ def read_json_lines(url: str, fmt: str, max_records: int | None = None, read_buf
             reason = f"trailing_bytes: {e} (after {st.members} complete members, {row} lines)"
         elif isinstance(e, TruncatedStream) and st.read == 0:
             reason = "empty_file: the file has 0 bytes"
-        elif isinstance(e, TruncatedStream) and st.members == 0 and st.consumed == st.padding:
-            reason = f"empty_file: {e}"
         else:
             reason = (f"truncated_or_corrupt_file: {type(e).__name__}: {e} "
                       f"(after {row} complete lines, {offset} decompressed bytes)")
