@@ -103,7 +103,7 @@ class NetworkConfig:
     Never changes outputs, so not part of the config hash (a run can be resumed with other values)."""
     retries: int = 8                   # failed attempts in a row (429 / 5xx / timeout / reset) before the run stops
     backoff_s: float = 0.5             # first backoff ceiling (full jitter), doubling per attempt
-    max_backoff_s: float = 30.0        # ceiling of one wait, Retry-After included
+    max_backoff_s: float = 30.0        # ceiling of one backoff wait (a server's Retry-After is honoured)
     timeout_s: float = 60.0            # connect and between-bytes timeout of one request
     max_connections_per_host: int = 4  # files read at once from one host (the Hub rate-limits)
 

@@ -12,7 +12,7 @@ stops (exit 2) and `--resume` continues with the files not yet done.
 
 Backoff: attempt k waits uniform(0, min(max_backoff_s, backoff_s * 2**k)) ("full jitter",
 AWS Architecture Blog, "Exponential Backoff And Jitter", 2015), or `Retry-After` seconds when the
-server sends it (RFC 9110 §10.2.3; capped at max_backoff_s).
+server sends it (RFC 9110 §10.2.3; seconds or an HTTP date, at most MAX_RETRY_AFTER_S).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import fsspec
 from pipelines.sources import SourceAccessError
 
 READ_BLOCK = 1 << 20  # bytes per remote range request
+MAX_RETRY_AFTER_S = 600.0  # a longer Retry-After counts as one more failed attempt's wait of this length
+_sleep = time.sleep  # tests replace it to record the waits
 
 
 class RemoteReadError(SourceAccessError):
@@ -40,7 +42,7 @@ class RemoteReadError(SourceAccessError):
 class RetryPolicy:
     retries: int = 8             # failed attempts in a row before giving up
     backoff_s: float = 0.5       # first backoff ceiling; doubles per attempt
-    max_backoff_s: float = 30.0  # ceiling of one wait (also caps Retry-After)
+    max_backoff_s: float = 30.0  # ceiling of one backoff wait (Retry-After is honoured as sent)
     timeout_s: float = 60.0      # connect / between-bytes timeout of one request
 
 
@@ -108,7 +110,8 @@ class RetryingInput(io.RawIOBase):
         self.url, self.policy = url, policy
         self.rng = rng or random.Random()  # jitter only: never affects what is read
         options = {}
-        if url.startswith(("http://", "https://")):
+        self.http = url.startswith(("http://", "https://"))
+        if self.http:
             import aiohttp
             options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(
                 total=None, sock_connect=policy.timeout_s, sock_read=policy.timeout_s)}
@@ -120,7 +123,8 @@ class RetryingInput(io.RawIOBase):
 
     def _file(self):
         if self.f is None:
-            self.f = self.fs.open(self.path, "rb", block_size=READ_BLOCK, cache_type="none")
+            known = {"size": self.size} if getattr(self, "size", None) is not None and self.http else {}
+            self.f = self.fs.open(self.path, "rb", block_size=READ_BLOCK, cache_type="none", **known)
         self.f.seek(self.pos)
         return self.f
 
@@ -149,7 +153,7 @@ class RetryingInput(io.RawIOBase):
                                           f"({_first_line(e)}); check the network, then rerun with --resume") from None
                 _, after = _status_and_retry_after(e)
                 ceiling = min(self.policy.max_backoff_s, self.policy.backoff_s * 2 ** (attempt - 1))
-                time.sleep(min(self.policy.max_backoff_s, after) if after is not None else self.rng.uniform(0, ceiling))
+                _sleep(min(MAX_RETRY_AFTER_S, after) if after is not None else self.rng.uniform(0, ceiling))
                 self.retried += 1
 
     def readable(self):
