@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 
-import pyarrow.parquet as pq
 import pytest
 
 import pipelines.readers as readers
