@@ -118,7 +118,6 @@ class RetryingInput(io.RawIOBase):
         self.fs, self.path = fsspec.core.url_to_fs(url, **options)
         self.pos = 0
         self.f = None
-        self.retried = 0  # transient failures survived (for the run summary)
         self.size = self._call(lambda: self._file().size)
 
     def _file(self):
@@ -143,18 +142,16 @@ class RetryingInput(io.RawIOBase):
                 return fn()
             except Exception as e:  # classified below: transient -> retry, anything else -> one line
                 self._drop()
+                status, after = _status_and_retry_after(e)
+                what = f"HTTP {status}" if status else _first_line(e)
                 if not _transient(e):
-                    status, _ = _status_and_retry_after(e)
-                    what = f"HTTP {status}" if status else _first_line(e)
                     raise RemoteReadError(f"cannot read {self.url}: {what}") from None
                 attempt += 1
                 if attempt > self.policy.retries:
-                    raise RemoteReadError(f"cannot read {self.url} after {self.policy.retries} retries "
-                                          f"({_first_line(e)}); check the network, then rerun with --resume") from None
-                _, after = _status_and_retry_after(e)
+                    raise RemoteReadError(f"cannot read {self.url} after {self.policy.retries} retries (last: {what}); "
+                                          "check the network, then rerun with --resume") from None
                 ceiling = min(self.policy.max_backoff_s, self.policy.backoff_s * 2 ** (attempt - 1))
                 _sleep(min(MAX_RETRY_AFTER_S, after) if after is not None else self.rng.uniform(0, ceiling))
-                self.retried += 1
 
     def readable(self):
         return True

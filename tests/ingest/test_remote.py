@@ -4,7 +4,10 @@ with one line naming the URL, after which `--resume` finishes it."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -14,7 +17,7 @@ from pipelines.config import IngestConfig
 from pipelines.ingest import ingest_file
 from pipelines.remote import RemoteReadError, RetryPolicy
 from pipelines.sources import SourceFile
-from tests.conftest import files_digest, run_local
+from tests.conftest import REPO, files_digest, run_local
 from tests.ingest.fault_server import FaultServer
 
 FILES = {"dolma-cc": ["cc_en_head/cc_en_head-0000.json.gz", "cc_en_middle/cc_en_middle-0000.json.gz"],
@@ -81,7 +84,7 @@ def test_a_host_that_stays_down_is_one_line_naming_the_url(served, tmp_path, mon
     server.reset(always={f"/dolma-cc/{rel}": 503})
     with pytest.raises(RemoteReadError) as e:
         _ingest(SourceFile("dolma-cc", url, rel, "jsonl.gz", "p", 0), tmp_path, RetryPolicy(retries=3, backoff_s=0))
-    assert str(e.value).startswith(f"cannot read {url} after 3 retries (") and "\n" not in str(e.value)
+    assert str(e.value) == f"cannot read {url} after 3 retries (last: HTTP 503); check the network, then rerun with --resume"
     assert sum(1 for _, method, *_ in server.log if method == "GET") == 4  # 1 try + 3 retries (each after a HEAD)
     assert not (tmp_path / "quarantine").exists()  # a network error is never a corrupt file
 
@@ -90,7 +93,7 @@ def test_not_found_is_not_retried(served, tmp_path):
     server, _ = served
     server.reset()
     url = f"{server.url}/dolma-cc/missing.json.gz"
-    with pytest.raises(RemoteReadError, match=f"^cannot read {url}: "):
+    with pytest.raises(RemoteReadError, match=f"^cannot read {url}: HTTP 404$"):
         _ingest(SourceFile("dolma-cc", url, "missing.json.gz", "jsonl.gz", "p", 0), tmp_path)
     assert len(server.log) <= 2  # HEAD and fsspec's GET fallback, no retries
 
@@ -133,7 +136,30 @@ def test_a_faulty_run_is_byte_identical_to_a_clean_one_and_resumes(ray_instance,
     server.reset(always={down: 503})
     with pytest.raises(RemoteReadError) as e:
         run_local(tmp_path / "resumed", None, overrides + ["network.retries=2"])
-    assert str(e.value).startswith(f"cannot read {server.url}{down} after 2 retries (") and "\n" not in str(e.value)
+    assert str(e.value) == (f"cannot read {server.url}{down} after 2 retries (last: HTTP 503); check the network, "
+                            "then rerun with --resume")
     server.reset()
     run_local(tmp_path / "resumed", None, overrides, resume=True)
     assert _outputs(tmp_path / "resumed") == clean
+
+
+def test_the_cli_stops_with_exit_2_and_resumes_without_a_traceback(served, tmp_path):
+    """As a user runs it: one line naming the URL, exit code 2; `--resume` through a faulty network
+    finishes the run; neither run prints a traceback."""
+    server, root = served
+    down = f"/dolma-cc/{FILES['dolma-cc'][1]}"
+    args = [sys.executable, str(REPO / "zyda2.py"), "run", str(REPO / "configs" / "local.yaml"),
+            "--output", str(tmp_path / "out")]
+    for item in _remote_overrides(server, root, tmp_path, retries=2):
+        args += ["--set", item]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    server.reset(always={down: 503})
+    first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 2
+    assert f"zyda2: error: cannot read {server.url}{down} after 2 retries (last: HTTP 503)" in first.stderr
+    server.reset(FAULTS)
+    second = subprocess.run(args + ["--resume", "--set", "network.retries=10"], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert second.returncode == 0, second.stderr
+    for run in (first, second):
+        assert "Traceback" not in run.stdout + run.stderr
