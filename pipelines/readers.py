@@ -181,13 +181,16 @@ def _decompressed_chunks(raw, fmt: str, st: StreamStats, read_buffer: int = READ
         st.members += 1
 
 
-def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _lines(chunks: Iterator[bytes], partial: list[bytes] | None = None) -> Iterator[bytes]:
+    """Lines of the chunks; `partial[0]` holds the incomplete line when the chunks break off."""
     rest = b""
     for chunk in chunks:
         if not chunk:
             continue
         parts = (rest + chunk).split(b"\n")
         rest = parts.pop()
+        if partial is not None:
+            partial[:] = [rest]
         yield from parts
     if rest:
         yield rest
@@ -246,10 +249,11 @@ def read_json_lines(url: str, fmt: str, max_records: int | None = None, read_buf
     object with `.size` (default: `pipelines.remote.open_input`)."""
     st = StreamStats()
     row, offset = 0, 0
+    partial = [b""]
     try:
         with (opener or open_input)(url) as raw:
             st.size = getattr(raw, "size", None)
-            for line in _lines(_decompressed_chunks(raw, fmt, st, read_buffer or READ_BUFFER)):
+            for line in _lines(_decompressed_chunks(raw, fmt, st, read_buffer or READ_BUFFER), partial):
                 if max_records is not None and row >= max_records:
                     return
                 n = len(line) + 1
@@ -282,7 +286,8 @@ def read_json_lines(url: str, fmt: str, max_records: int | None = None, read_buf
         else:
             reason = (f"truncated_or_corrupt_file: {type(e).__name__}: {e} "
                       f"(after {row} complete lines, {offset} decompressed bytes)")
-        yield Bad(row, offset, reason, unread_bytes=None if reason.startswith("empty_file") else unread)
+        # the excerpt is the start of the incomplete last line (from byte_offset of the decompressed stream)
+        yield Bad(row, offset, reason, partial[0], unread_bytes=None if reason.startswith("empty_file") else unread)
         return
     expected = st.newlines + (1 if st.last_byte not in (b"", b"\n") else 0)
     if row != expected:

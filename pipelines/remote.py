@@ -102,27 +102,75 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
+def with_retries(fn, policy: RetryPolicy, url: str, cleanup=None, rng: random.Random | None = None,
+                 wrap_permanent: bool = True):
+    """`fn()`, retried on transient failures as the module says; `cleanup()` runs after each failure.
+    Raises `RemoteReadError` (one line naming `url`) when the failure persists, and when it is not
+    transient (404, 403, ...) unless `wrap_permanent` is False (then the error itself is raised)."""
+    rng = rng or random.Random()  # jitter only: never affects what is read
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as e:  # classified below: transient -> retry, anything else -> one line
+            if cleanup is not None:
+                cleanup()
+            status, after = _status_and_retry_after(e)
+            what = f"HTTP {status}" if status else _first_line(e)
+            if status in (401, 403) and ("huggingface.co" in url or url.startswith("hf://")):
+                what += "; log in with `huggingface-cli login` or set HF_TOKEN (gated or private dataset)"
+            if not _transient(e):
+                if not wrap_permanent:
+                    raise
+                raise RemoteReadError(f"cannot read {url}: {what}") from None
+            attempt += 1
+            if attempt > policy.retries:
+                raise RemoteReadError(f"cannot read {url} after {policy.retries} retries (last: {what}); "
+                                      "check the network, then rerun with --resume") from None
+            ceiling = min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1))
+            _sleep(min(MAX_RETRY_AFTER_S, after) if after is not None else rng.uniform(0, ceiling))
+
+
 class RetryingInput(io.RawIOBase):
-    """A remote file as a seekable binary stream that survives transient network failures."""
+    """A remote file as a seekable binary stream that survives transient network failures.
+
+    A server that ignores `Range` or gives no size is read as a stream instead: a resume then
+    re-reads from the start and skips to the offset (slower, still exact)."""
 
     def __init__(self, url: str, policy: RetryPolicy, rng: random.Random | None = None):
         super().__init__()
-        self.url, self.policy = url, policy
-        self.rng = rng or random.Random()  # jitter only: never affects what is read
+        self.url, self.policy, self.rng = url, policy, rng or random.Random()
         options = {}
         self.http = url.startswith(("http://", "https://"))
         if self.http:
             import aiohttp
+            # identity: the bytes of the file itself (a server's on-the-fly gzip would break ranges)
             options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(
-                total=None, sock_connect=policy.timeout_s, sock_read=policy.timeout_s)}
+                total=None, sock_connect=policy.timeout_s, sock_read=policy.timeout_s), "auto_decompress": False,
+                "headers": {"Accept-Encoding": "identity"}}
         self.fs, self.path = fsspec.core.url_to_fs(url, **options)
         self.pos = 0
         self.f = None
+        self.f_pos = 0       # where the open stream is (stream mode)
+        self.stream = False  # the server cannot serve ranges: read sequentially
+        self.size = None
         self.size = self._call(lambda: self._file().size)
+        if self.size is None:
+            self.stream = True
 
     def _file(self):
+        if self.stream:
+            if self.f is None or self.f_pos > self.pos:
+                self._drop()
+                self.f, self.f_pos = self.fs.open(self.path, "rb", block_size=0), 0
+            while self.f_pos < self.pos:  # skip to the offset
+                chunk = self.f.read(min(self.pos - self.f_pos, READ_BLOCK))
+                if not chunk:
+                    raise ConnectionError(f"stream ended at byte {self.f_pos}, before offset {self.pos}")
+                self.f_pos += len(chunk)
+            return self.f
         if self.f is None:
-            known = {"size": self.size} if getattr(self, "size", None) is not None and self.http else {}
+            known = {"size": self.size} if self.size is not None and self.http else {}
             self.f = self.fs.open(self.path, "rb", block_size=READ_BLOCK, cache_type="none", **known)
         self.f.seek(self.pos)
         return self.f
@@ -136,22 +184,16 @@ class RetryingInput(io.RawIOBase):
             self.f = None
 
     def _call(self, fn):
-        attempt = 0
-        while True:
+        def attempt():
             try:
                 return fn()
-            except Exception as e:  # classified below: transient -> retry, anything else -> one line
+            except ValueError as e:
+                if "range requests" not in str(e) or self.stream:
+                    raise
                 self._drop()
-                status, after = _status_and_retry_after(e)
-                what = f"HTTP {status}" if status else _first_line(e)
-                if not _transient(e):
-                    raise RemoteReadError(f"cannot read {self.url}: {what}") from None
-                attempt += 1
-                if attempt > self.policy.retries:
-                    raise RemoteReadError(f"cannot read {self.url} after {self.policy.retries} retries (last: {what}); "
-                                          "check the network, then rerun with --resume") from None
-                ceiling = min(self.policy.max_backoff_s, self.policy.backoff_s * 2 ** (attempt - 1))
-                _sleep(min(MAX_RETRY_AFTER_S, after) if after is not None else self.rng.uniform(0, ceiling))
+                self.stream = True  # fsspec: "The HTTP server doesn't appear to support range requests"
+                return fn()
+        return with_retries(attempt, self.policy, self.url, self._drop, self.rng)
 
     def readable(self):
         return True
@@ -180,17 +222,22 @@ class RetryingInput(io.RawIOBase):
 
     def _read_exact(self, n: int) -> bytes:
         """`n` bytes from `pos`: a short read before the known end is a cut body, not the end."""
-        data = self._file().read(n)
+        f = self._file()
+        data = f.read(n)
+        if self.stream:
+            while len(data) < n and (more := f.read(n - len(data))):
+                data += more
+            self.f_pos += len(data)
         if self.size is not None and len(data) < n:
             raise ConnectionError(f"short read: {len(data)} of {n} bytes at offset {self.pos}")
         return data
 
     def read(self, n=-1):
         if n is None or n < 0:
-            n = (self.size - self.pos) if self.size is not None else 1 << 62
-        buf = bytearray(n) if n < (1 << 31) else None
-        if buf is None:
-            return self._call(lambda: self._file().read())
+            if self.size is None:  # to the end, in blocks
+                return b"".join(iter(lambda: self.read(READ_BLOCK), b""))
+            n = self.size - self.pos
+        buf = bytearray(n)
         got = self.readinto(buf)
         return bytes(buf[:got])
 

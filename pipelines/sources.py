@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -122,12 +123,13 @@ def _matches(rel: str, pattern: str) -> bool:
     return fnmatch.fnmatch(rel, pattern) or (pattern.startswith("**/") and fnmatch.fnmatch(rel, pattern[3:]))
 
 
-def _list_files(name: str, src: SourceConfig) -> list[tuple[str, str]]:
-    """(url, rel) of every file of a source, sorted by rel."""
+def _list_files(name: str, src: SourceConfig, policy) -> list[tuple[str, str]]:
+    """(url, rel) of every file of a source, sorted by rel. Remote listings are retried like reads."""
+    from pipelines.remote import open_input, with_retries
     include = src.include or DEFAULT_INCLUDE[name]
     root = src.path.rstrip("/")
     if src.files_from:
-        with fsspec.open(src.files_from, "rt") as f:
+        with io.TextIOWrapper(io.BufferedReader(open_input(src.files_from, policy)), encoding="utf-8") as f:
             urls = [line.strip() for line in f if line.strip() and not line.startswith("#")]
         found = {}
         for url in urls:
@@ -142,7 +144,8 @@ def _list_files(name: str, src: SourceConfig) -> list[tuple[str, str]]:
         protocol = root.split("://", 1)[0]
         found = {}
         for pattern in include:
-            for p in fs.glob(f"{base}/{pattern}"):
+            for p in with_retries(lambda: fs.glob(f"{base}/{pattern}"), policy, f"{root}/{pattern}",
+                                  wrap_permanent=False):
                 rel = p[len(base) + 1:]
                 found[rel] = f"{protocol}://{p}"
         return sorted(((u, r) for r, u in found.items()), key=lambda x: x[1])
@@ -157,14 +160,17 @@ def _list_files(name: str, src: SourceConfig) -> list[tuple[str, str]]:
 
 def discover(cfg: Config) -> list[SourceFile]:
     """Every input file of every enabled source, in a deterministic order."""
+    from pipelines.remote import RetryPolicy
+    net = cfg.network
+    policy = RetryPolicy(net.retries, net.backoff_s, net.max_backoff_s, net.timeout_s)
     files: list[SourceFile] = []
     for name in sorted(cfg.sources):
         src = cfg.sources[name]
         if not src.enabled:
             continue
         try:
-            listed = [(u, r) for u, r in _list_files(name, src) if file_format(r)]
-        except ConfigError:
+            listed = [(u, r) for u, r in _list_files(name, src, policy) if file_format(r)]
+        except (ConfigError, SourceAccessError):
             raise
         except Exception as e:  # fsspec and hub errors come in many types; one message says what to do
             raise _access_error(name, src.files_from or src.path, e) from None

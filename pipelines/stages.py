@@ -12,6 +12,7 @@ run skips partitions whose marker matches, whatever the number of workers it now
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,6 +26,8 @@ from pipelines.remote import RemoteReadError, RetryPolicy, host_of
 from pipelines.outputs import read_json, write_json
 from pipelines.progress import ProgressDisplay
 from pipelines.sources import SourceFile
+
+log = logging.getLogger("zyda2")
 
 
 @dataclass
@@ -166,6 +169,8 @@ class IngestStage(Stage):
                 raise type(e.cause)(str(e.cause)) from None
             raise
         incomplete = {f"{s['source']}/{f}": n for s in stats for f, n in s.get("incomplete_files", {}).items()}
+        for name, unread in sorted(incomplete.items()):  # the run summary names every file not read to its end
+            log.warning("ingest: %s was not read to its end (%d bytes unread on disk; see quarantine)", name, unread)
         ctx.details["ingest"] = {"incomplete_files": dict(sorted(incomplete.items())),
                                  "unread_bytes": sum(incomplete.values())}
         return sum_by_source(stats, [name for name, src in ctx.cfg.sources.items() if src.enabled])

@@ -24,6 +24,7 @@ class FaultServer:
         self.root = Path(root)
         self.faults: dict[int, str] = {}
         self.always: dict[str, int] = {}
+        self.ranges = True  # False: ignore Range headers, always send the whole file (some servers do)
         self.log: list[tuple[str, str, str, str]] = []  # (path, method, range, fault)
         self.counts: dict[str, int] = {}
         self.active: dict[str, int] = {}   # requests in progress per file
@@ -60,7 +61,7 @@ class FaultServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def reset(self, faults: dict[int, str] | None = None, always: dict[str, int] | None = None):
+    def reset(self, faults: dict[int, str] | None = None, always: dict[str, int] | None = None, ranges: bool = True):
         """A new schedule and log; first waits (up to 10 s) for requests still served (a stall) to end."""
         for _ in range(1000):
             with self.lock:
@@ -68,7 +69,7 @@ class FaultServer:
                     break
             time.sleep(0.01)
         with self.lock:
-            self.faults, self.always = dict(faults or {}), dict(always or {})
+            self.faults, self.always, self.ranges = dict(faults or {}), dict(always or {}), ranges
             self.log, self.counts, self.max_files_at_once = [], {}, 0
 
     def _handle(self, h: BaseHTTPRequestHandler, head: bool):
@@ -112,7 +113,7 @@ class FaultServer:
         data = file.read_bytes()
         start, end = 0, len(data)
         m = re.fullmatch(r"bytes=(\d+)-(\d*)", h.headers.get("Range", ""))
-        if m:
+        if m and self.ranges:
             start, end = int(m.group(1)), min(len(data), int(m.group(2)) + 1 if m.group(2) else len(data))
             h.send_response(206)
             h.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")

@@ -76,6 +76,19 @@ def test_a_stalled_body_times_out_and_is_read_again(served, tmp_path, monkeypatc
     assert faulty == clean and [f for *_, f in server.log if f] == ["stall:1.5"]
 
 
+def test_a_server_without_range_support_is_read_as_a_stream(served, tmp_path, monkeypatch):
+    """A resume then starts again from byte 0 and skips to the offset: slower, still exact."""
+    server, root = served
+    monkeypatch.setattr(readers, "READ_BUFFER", 64 << 10)
+    monkeypatch.setattr(remote, "_sleep", lambda s: None)
+    rel = FILES["dolma-cc"][1]
+    _, clean = _ingest(SourceFile("dolma-cc", str(root / "dolma-cc" / rel), rel, "jsonl.gz", "p", 0), tmp_path / "a")
+    server.reset({1: "cut", 3: "cut", 4: "503", 5: "cut"}, ranges=False)
+    _, faulty = _ingest(SourceFile("dolma-cc", f"{server.url}/dolma-cc/{rel}", rel, "jsonl.gz", "p", 0), tmp_path / "b")
+    hits = [f for *_, f in server.log if f]
+    assert faulty == clean and len(hits) >= 3 and "cut" in hits
+
+
 def test_a_host_that_stays_down_is_one_line_naming_the_url(served, tmp_path, monkeypatch):
     server, _ = served
     monkeypatch.setattr(remote, "_sleep", lambda s: None)

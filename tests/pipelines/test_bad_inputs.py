@@ -61,6 +61,14 @@ def test_huge_document_is_kept_whole(bad_run):
     assert docs.set_index("src_row").loc[1, "text"].__len__() == 2_097_152
 
 
+def test_files_not_read_to_their_end_are_named(bad_run):
+    out, report = bad_run
+    assert report["details"]["ingest"] == {"incomplete_files": {"dolma-cc/dolma_truncated.json.gz": 0},
+                                           "unread_bytes": 0}  # every byte decoded; the stream just stops
+    q = pq.read_table(out / "quarantine" / "dolma-cc__dolma_truncated.json.gz.parquet").to_pandas()
+    assert q.unread_bytes.tolist() == [0] and q.excerpt[0].startswith("{")  # the start of the cut record
+
+
 def test_bad_run_balances(bad_run):
     _, report = bad_run
     assert report["totals"]["balanced"]
