@@ -134,6 +134,8 @@ class Normaliser:
             if typed is not None:
                 lifted[target] = typed
             else:
+                if isinstance(v, float) and not math.isfinite(v):  # readable in metadata, as JSON lines have it
+                    v = "NaN" if v != v else "Infinity" if v > 0 else "-Infinity"
                 rest[k] = v
                 if why:
                     self._note(f"{target}:{why}")

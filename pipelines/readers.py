@@ -239,6 +239,19 @@ def _parse(body: bytes) -> dict | list | str | int | float | None | tuple[str]:
     return _repair(obj)
 
 
+def _parse_invalid_utf8(body: bytes, start: int) -> dict | tuple[str]:
+    """A line holding invalid UTF-8: kept when the invalid bytes are only in fields other than `text`
+    (they become U+FFFD there, as in parquet metadata columns); quarantined when `text` has them."""
+    reason = (f"invalid_utf8: byte {start} of the line",)
+    try:
+        obj = json.loads(body.decode("utf-8", "surrogateescape"))  # invalid bytes -> U+DC80..U+DCFF
+    except (ValueError, RecursionError):
+        return reason
+    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or _SURROGATE.search(obj["text"]):
+        return reason
+    return _repair(obj)
+
+
 def read_json_lines(url: str, fmt: str, max_records: int | None = None, read_buffer: int | None = None,
                     opener=None) -> Iterator[JsonRecord | Bad]:
     """One event per line of a (compressed) JSON-lines file; `row` is the 0-based line index.
@@ -266,15 +279,15 @@ def read_json_lines(url: str, fmt: str, max_records: int | None = None, read_buf
                     try:
                         body.decode("utf-8")
                     except UnicodeDecodeError as e:
-                        yield Bad(row, offset, f"invalid_utf8: byte {e.start} of the line", line)
+                        obj = _parse_invalid_utf8(body, e.start)
                     else:
                         obj = _parse(body)
-                        if isinstance(obj, tuple):
-                            yield Bad(row, offset, obj[0], line)
-                        elif isinstance(obj, dict):
-                            yield JsonRecord(row, obj, n)
-                        else:
-                            yield Bad(row, offset, f"not_an_object: JSON {type(obj).__name__}", line)
+                    if isinstance(obj, tuple):
+                        yield Bad(row, offset, obj[0], line)
+                    elif isinstance(obj, dict):
+                        yield JsonRecord(row, obj, n)
+                    else:
+                        yield Bad(row, offset, f"not_an_object: JSON {type(obj).__name__}", line)
                 row += 1
                 offset += n
     except _STREAM_ERRORS as e:

@@ -218,3 +218,20 @@ def test_blank_text_is_quarantined_the_same_in_json_and_parquet(tmp_path, space)
                       orjson.dumps({"text": space + "x"}) + b"\n", "jsonl", source="dclm")
     _, _, qp = ingest(tmp_path / "p", "t.parquet", _parquet(pa.table({"text": [space, space + "x"]})), "parquet")
     assert list(qj.reason) == list(qp.reason) == ["blank_text: 'text' holds only whitespace"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "jsonl.gz", "jsonl.zst"])
+def test_invalid_utf8_outside_text_keeps_the_document(tmp_path, fmt):
+    lines = [b'{"text": "fine", "url": "http://x/caf\xe9"}', b'{"text": "bad caf\xe9", "url": "u"}',
+             b'{"text": "also fine", "title": "\xff\xfe", "p": NaN}']
+    stats, docs, q = ingest(tmp_path, f"f.{fmt}", _compress(fmt, [b"\n".join(lines) + b"\n"]), fmt, source="dclm")
+    assert list(q.src_row) == [1] and q.reason[0] == "invalid_utf8: byte 17 of the line"
+    assert list(docs.text) == ["fine", "also fine"] and docs.url[0] == "http://x/caf\ufffd"
+    assert json.loads(docs.metadata[1]) == {"title": "\ufffd\ufffd", "p": "NaN"}
+
+
+def test_non_finite_parquet_metadata_stays_readable(tmp_path):
+    table = pa.table({"text": ["a", "b"], "score": [float("nan"), 2.5], "other": [float("inf"), 1.0]})
+    stats, docs, q = ingest(tmp_path, "t.parquet", _parquet(table), "parquet")
+    assert json.loads(docs.metadata[0]) == {"score": "NaN", "other": "Infinity"} and docs.edu_score.isna()[0]
+    assert stats["typed_nulls"] == {"edu_score:non_finite": 1}
