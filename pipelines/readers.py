@@ -21,7 +21,9 @@ JSON lines as producers write them:
 - lone surrogate escapes (`\\ud83d` without its pair; valid pairs decode normally): in `text` the
   record is quarantined (`lone_surrogate`, naming the code unit and character index); in any other
   field the code unit becomes U+FFFD, since metadata never costs a document its place.
-  Parquet cannot hold surrogates: their UTF-8 form is invalid UTF-8 (`invalid_utf8`).
+  Parquet cannot hold surrogates: their UTF-8 form is invalid UTF-8 (`invalid_utf8`);
+- invalid UTF-8 bytes: in `text` the line is quarantined (`invalid_utf8`); only in other fields, the
+  record is kept with U+FFFD for them (as for parquet metadata columns).
 """
 
 from __future__ import annotations
