@@ -355,17 +355,35 @@ def _first_bad_byte(col: pa.Array, i: int) -> int:
     return -1
 
 
+def _parquet_unread(size: int | None, meta, rows_read: int) -> int | None:
+    """On-disk bytes of a parquet file not read: the whole file when its footer is unreadable, else
+    the compressed size of the row groups not wholly read."""
+    if size is None:
+        return None
+    if meta is None:
+        return size
+    unread, first = 0, 0
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        if first + rg.num_rows > rows_read:
+            unread += rg.total_compressed_size
+        first += rg.num_rows
+    return unread
+
+
 def read_parquet(url: str, batch_rows: int, max_records: int | None = None, opener=None) -> Iterator[ArrowBatch | Bad]:
     """Arrow batches of a parquet file; a file without a `text` column yields one Bad per row.
 
     The rows read must add up to the row count of the file's footer, else `CountMismatch`."""
-    row = 0
+    row, size, meta = 0, None, None
     try:
         with (opener or open_input)(url) as raw:
-            if getattr(raw, "size", None) == 0:
+            size = getattr(raw, "size", None)
+            if size == 0:
                 yield Bad(None, None, "empty_file: the file has 0 bytes")
                 return
             pf = pq.ParquetFile(raw)
+            meta = pf.metadata
             total = pf.metadata.num_rows if max_records is None else min(pf.metadata.num_rows, max_records)
             if "text" not in pf.schema_arrow.names:
                 for b in pf.iter_batches(batch_size=batch_rows):
@@ -386,7 +404,8 @@ def read_parquet(url: str, batch_rows: int, max_records: int | None = None, open
     except RemoteReadError:
         raise
     except (OSError, pa.ArrowException, ValueError, UnicodeDecodeError) as e:
-        yield Bad(row if row else None, None, f"unreadable_parquet: {type(e).__name__}: {e} (after {row} rows)")
+        yield Bad(row if row else None, None, f"unreadable_parquet: {type(e).__name__}: {e} (after {row} rows)",
+                  unread_bytes=_parquet_unread(size, meta, row))
         return
     if row != total:
         raise CountMismatch(f"{url}: the reader emitted {row} rows but the parquet footer says {total}")

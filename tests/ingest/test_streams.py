@@ -147,3 +147,14 @@ def test_corrupt_middle_reports_the_unread_bytes(tmp_path):
 def test_a_file_that_is_not_compressed_is_named(tmp_path, fmt):
     events = _read(tmp_path, b"\n".join(LINES), fmt, 8)
     assert len(events) == 1 and events[0].reason.startswith("truncated_or_corrupt_file: NotCompressed: not a ")
+
+
+def test_a_cut_parquet_file_names_its_unread_bytes(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": [f"doc {i}" for i in range(100)]}), path, row_group_size=10)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    events = list(readers.read_parquet(str(path), 8))
+    assert len(events) == 1 and events[0].reason.startswith("unreadable_parquet") and events[0].unread_bytes == len(data) // 2
