@@ -37,6 +37,8 @@ def _typed(value, tp) -> tuple[object, str | None]:
     Native types drift between dumps and producers (FineWeb-Edu `int_score` int64 / int32 / double,
     `score` float32 / double, numbers as strings, `NaN` from Python's json): a value is cast when it is
     integral / parseable and finite, null otherwise; the original stays in `metadata` either way."""
+    if type(value) is tp and (tp is not float or math.isfinite(value)):  # the common case, first
+        return value, None
     if value is None:
         return None, None
     if isinstance(value, bool):
@@ -170,7 +172,7 @@ class Normaliser:
         (metadata never costs a document its place); a column Python cannot represent becomes null."""
         if not names:
             return [{}] * batch.num_rows
-        cols = []
+        values = []
         for name in names:
             col = batch.column(name)
             t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
@@ -181,12 +183,11 @@ class Normaliser:
                     col = pa.array([None if v is None else v.decode("utf-8", "replace")
                                     for v in as_str.view(pa.binary()).to_pylist()], pa.string())
             try:
-                col.to_pylist()
+                values.append(col.to_pylist())
             except (UnicodeDecodeError, pa.ArrowException, ValueError, OverflowError):
                 self._note(f"{name}:unreadable", batch.num_rows)
-                col = pa.nulls(batch.num_rows)
-            cols.append(col)
-        return pa.RecordBatch.from_arrays(cols, names=names).to_pylist()
+                values.append([None] * batch.num_rows)
+        return [dict(zip(names, row)) for row in zip(*values)]
 
     def add_arrow(self, start_row: int, batch: pa.RecordBatch):
         """Columnar path for parquet: text stays in Arrow (no Python strings), only the small native
