@@ -90,7 +90,7 @@ class DedupStage(Stage):
             ctx.progress.add.remote(sig_dir, n, path.stat().st_size)
             return {"source": sf.source, "docs": n}
 
-        run_partitions(ctx, sig_dir, f"{upstream_hash}-{tag}", sig_task)
+        run_partitions(ctx, sig_dir, f"{upstream_hash}-{tag}", sig_task, label=f"{ctx.label or self.name} signatures")
         apply_hash = ctx.cfg.section_hash("ingest", "heuristic_filter", "dedup")
         summary_path = ctx.out / "dedup" / "summary.json"
         cached = [done_stats(ctx, self.name, apply_hash, sf) for sf in ctx.files]
@@ -111,7 +111,7 @@ class DedupStage(Stage):
 
 def _log(ctx: StageContext, msg: str) -> None:
     if not ctx.quiet:
-        print(f"[dedup] {msg}", file=sys.stderr, flush=True)
+        print(f"[{ctx.label or 'dedup'}] {msg}", file=sys.stderr, flush=True)
 
 
 def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_hash: str) -> tuple[dict, list[dict]]:
