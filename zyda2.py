@@ -193,13 +193,14 @@ def cmd_dedup(args) -> int:
 
 
 def cmd_train_quality(args) -> int:
-    from filters.quality import read_folders, read_labels, train_fasttext
+    from filters.quality import read_folders, train_fasttext
+    from pipelines.runner import RunError
     if args.labels:
-        data = read_labels(args.labels)
+        data = _labels(args.labels)
     elif args.positive and args.negative:
         data = read_folders(args.positive, args.negative)
     else:
-        raise SystemExit("zyda2.py train-quality: give LABELS.jsonl, or --positive DIR and --negative DIR")
+        raise RunError("train-quality: give LABELS.jsonl, or --positive DIR and --negative DIR")
     report = train_fasttext(data, args.output, seed=args.seed, quantize=not args.no_quantize)
     if args.labels:  # lets eval-quality tell when it is given documents the model was trained on
         report["labels_file"] = str(Path(args.labels).resolve())
@@ -208,16 +209,27 @@ def cmd_train_quality(args) -> int:
     return 0
 
 
+def _labels(path: str):
+    """The labelled documents of a JSONL file; a malformed file is a one-line error."""
+    from filters.quality import read_labels
+    from pipelines.runner import RunError
+    try:
+        return read_labels(path)
+    except ValueError as e:  # json.JSONDecodeError included
+        raise RunError(f"{path}: not a labels file ({str(e).splitlines()[0]}); each line is "
+                       "{\"text\": ..., \"label\": \"good\"|\"bad\"}") from None
+
+
 def cmd_eval_quality(args) -> int:
     import numpy as np
 
-    from filters.quality import load_classifier, metrics, read_labels
+    from filters.quality import load_classifier, metrics
     from pipelines.config import QualityFilterConfig
     backend = "deberta" if Path(args.model).is_dir() or not Path(args.model).exists() else "fasttext"
     cfg = QualityFilterConfig(backend=backend, model=args.model, threshold=args.threshold, device=args.device,
                               keep_labels=args.keep_labels.split(","))
     model = load_classifier(cfg)
-    data = read_labels(args.labels)
+    data = _labels(args.labels)
     preds, prob_high = model.predict(data.texts)
     result = {"model": args.model, "backend": backend, "labels": args.labels,
               **metrics(data.good, np.isin(preds, cfg.keep_labels), prob_high)}
@@ -654,6 +666,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunError, AccountingError, FileNotFoundError, SourceAccessError, TrainError,
             PublishError, StatsError) as e:
         print(f"zyda2: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # an environment without the project's dependencies
+        print(f"zyda2: error: Python module {e.name!r} is missing: run with the project's environment "
+              f"(.venv/bin/python zyda2.py ..., after `make install`), not {sys.executable}", file=sys.stderr)
         return 2
     except OSError as e:
         if e.errno == errno.ENOSPC:

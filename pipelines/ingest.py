@@ -200,6 +200,7 @@ def ingest_file(sf: SourceFile, cfg: IngestConfig, out_root: Path, progress=None
         elif isinstance(ev, Bad):
             norm.bad(ev.row, ev.byte_offset, ev.reason, ev.raw)
             read += 1
+            since_report += 1  # live counts are of records read, as the report's `in`
         if len(norm) >= cfg.batch_docs or norm.text_bytes >= MAX_BATCH_TEXT_BYTES:
             flush()
         if progress is not None and since_report >= cfg.batch_docs:

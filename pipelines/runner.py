@@ -235,7 +235,8 @@ def run_pipeline(cfg: Config, resume: bool = False, overwrite: bool = False, qui
     check_inputs(cfg, files, allow_empty)
     planned = [s.name for s in planned_stages(cfg, only)]
     if resume and _is_complete(out, old, planned):
-        say(quiet, "resume", f"{out} is complete: all {len(planned)} stages finished "
+        # said even with --quiet: it is the answer to the command, not progress
+        say(False, "resume", f"{out} is complete: all {len(planned)} stages finished "
                              f"({old.get('finished_at')}); nothing to do")
         return read_json(out / "report.json")
     for rel, target in (links or {}).items():

@@ -223,12 +223,16 @@ class IngestStage(Stage):
         stats = run_partitions(ctx, self.name, config_hash, lambda sf: ingest_file(sf, cfg, out, progress))
         by_source = sum_by_source(stats, [name for name, src in ctx.cfg.sources.items() if src.enabled])
         empty = [name for name, c in by_source.items() if c["out"] == 0]
-        if empty and not ctx.allow_empty:
+        if empty and (not ctx.allow_empty or len(empty) == len(by_source)):
             from pipelines.runner import RunError
-            why = "; ".join(f"{name}: {c['in']:,} read, {c['quarantined']:,} quarantined"
-                            f"{' (' + ', '.join(f'{r} {n:,}' for r, n in c.get('quarantine_reasons', {}).items()) + ')' if c.get('quarantine_reasons') else ''}"
+            why = "; ".join(f"{name}: {c['in']:,} records read, {c['quarantined']:,} quarantined"
+                            + (f" ({', '.join(f'{r} {n:,}' for r, n in c['quarantine_reasons'].items())})"
+                               if c.get("quarantine_reasons") else "")
                             for name, c in by_source.items() if name in empty)
-            raise RunError(f"no document survived ingest for source {', '.join(empty)} ({why}; records and reasons "
-                           f"in {out / 'quarantine'}); fix the input, leave the source out with --sources, or "
-                           "pass --allow-empty")
+            where = f"records and reasons in {out / 'quarantine'}"
+            if len(empty) == len(by_source):  # nothing left for any later stage: never a run
+                raise RunError(f"no document survived ingest in any source ({why}; {where}); fix the input")
+            raise RunError(f"no document survived ingest for source {', '.join(empty)} ({why}; {where}); fix the "
+                           f"input, leave it out with --sources {','.join(n for n in by_source if n not in empty)}, "
+                           "or pass --allow-empty")
         return by_source
