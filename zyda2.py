@@ -335,11 +335,12 @@ def check_task_names(tasks: list[str], eval_dir: Path | None) -> None:
     if not others:
         return
     from lm_eval.tasks import TaskManager
-    known = set(TaskManager(verbosity="ERROR").all_tasks)
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its index of thousands of tasks warns on some
+    known = set(TaskManager().all_tasks)
     unknown = [t for t in others if t not in known]
     if unknown:
         t = unknown[0]
-        close = difflib.get_close_matches(t, local + sorted(known), 3, 0.75)
+        close = difflib.get_close_matches(t, sorted(set(local) | known), 3, 0.75)
         raise RunError(f"--tasks: unknown task {t!r}" + (f" (did you mean {', '.join(close)}?)" if close else "")
                        + f"; local tasks in {eval_dir}: {', '.join(local) or 'none'}; other names must be "
                        "lm-evaluation-harness tasks (lm-eval ls tasks)")

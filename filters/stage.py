@@ -12,6 +12,8 @@ reason, documents and characters removed and the first few removed documents as 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,8 +21,6 @@ import pyarrow.parquet as pq
 import ray
 
 from filters.heuristics import HeuristicFilters
-import time
-
 from pipelines.outputs import write_table
 from pipelines.progress import ProgressDisplay
 from pipelines.schema import with_quality_columns

@@ -11,13 +11,13 @@ import re
 import select
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
 
-BAD = {"dclm": ["dclm_malformed_line.jsonl.zst", "dclm_invalid_utf8.jsonl.zst"], "dolma-cc": ["dolma_truncated.json.gz"]}
+BAD = {"dclm": ["dclm_malformed_line.jsonl.zst", "dclm_invalid_utf8.jsonl.zst"],
+       "dolma-cc": ["dolma_truncated.json.gz"]}
 
 
 def run_on_pty(argv: list[str], timeout: float = 600) -> tuple[int, str]:
