@@ -19,6 +19,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -448,9 +449,29 @@ EXAMPLES = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line, a suggestion for a mistyped choice, and exit code 2."""
+
+    def error(self, message: str):
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2))
+            close = difflib.get_close_matches(m.group(1), choices, 1)
+            message = message[:m.start()] + f"invalid choice: {m.group(1)!r}" + (
+                f" (did you mean {close[0]}?)" if close else f" (choose from {', '.join(choices)})")
+        m = re.match(r"unrecognized arguments: (--?[\w-]+)", message)
+        if m:
+            options = {o for a in self._actions for o in a.option_strings}
+            for a in self._actions:
+                for sub in (a.choices or {}).values() if isinstance(a.choices, dict) else ():
+                    options |= {o for b in sub._actions for o in b.option_strings}
+            close = difflib.get_close_matches(m.group(1), sorted(options), 1)
+            message += f" (did you mean {close[0]}?)" if close else ""
+        self.exit(2, f"zyda2: error: {self.prog}: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zyda2.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="zyda2.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True)
 

@@ -110,7 +110,7 @@ class ProgressDisplay:
         sys.stderr.flush()
 
 
-def say(ctx_quiet: bool, label: str, message: str) -> None:
+def say(quiet: bool, label: str, message: str) -> None:
     """A one-off stage line (`[2/6 heuristic_filter] nothing to do: ...`)."""
-    if not ctx_quiet:
+    if not quiet:
         print(f"[{label}] {message}", file=sys.stderr, flush=True)

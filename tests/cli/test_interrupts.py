@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.graph import STAGES
 from pipelines.trainer import latest_checkpoint
 from tests.conftest import REPO, files_digest
 from tests.reliability.test_faults import _live_members
@@ -65,7 +66,7 @@ RUN_POINTS = [  # (signal, whole group?, folder whose first file means the run i
 ]
 
 
-@pytest.mark.parametrize("sig, group, point", RUN_POINTS)
+@pytest.mark.parametrize("sig, group, point", RUN_POINTS, ids=["SIGINT-group-ingest", "SIGTERM-quality_filter"])
 def test_interrupted_run_says_how_to_resume_and_resumes_identically(local_run, data_dir, tmp_path, sig, group,
                                                                     point):
     reference, _ = local_run
@@ -80,7 +81,7 @@ def test_interrupted_run_says_how_to_resume_and_resumes_identically(local_run, d
     statuses = {name: st["status"] for name, st in manifest["stages"].items()}
     assert list(statuses.values()).count("interrupted") == 1 and set(statuses) == set(manifest["stages"])
     assert all(set(st) == {"status", "seconds"} for st in manifest["stages"].values())  # one shape, always
-    finished = [s for s, st in statuses.items() if st == "done"]
+    finished = [s.name for s in STAGES if statuses.get(s.name) == "done"]  # in pipeline order
     assert ("finished stages: " + (", ".join(finished) if finished else "none")) in err
     assert manifest["attempts"][0]["command"][2:] == command[2:-1]  # the command line is recorded
 
@@ -110,7 +111,8 @@ def straight_training(local_run, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("sig, point", [(signal.SIGINT, "checkpoints/step_0000004"),  # after a checkpoint
-                                        (signal.SIGTERM, "metrics.jsonl")])           # before the first one
+                                        (signal.SIGTERM, "metrics.jsonl")],           # before the first one
+                         ids=["SIGINT-after-checkpoint", "SIGTERM-before-checkpoint"])
 def test_interrupted_training_resumes_bit_exact(local_run, straight_training, tmp_path, sig, point):
     run, _ = local_run
     out = tmp_path / "killed"

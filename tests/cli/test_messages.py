@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import zyda2
 from tests.conftest import REPO
 
@@ -199,3 +201,15 @@ def test_eval_quality_warns_when_the_labels_overlap_training(data_dir, tmp_path)
     res = cli("eval-quality", str(model), str(held_out))
     assert res.returncode == 0 and json.loads(res.stdout)["train_overlap"]["documents"] == 0
     assert "warning" not in res.stderr
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["rnu", "configs/local.yaml"], "invalid choice: 'rnu' (did you mean run?)"),
+    (["run", "configs/local.yaml", "--sorces", "dclm"],
+     "unrecognized arguments: --sorces dclm (did you mean --sources?)"),
+    (["eval", "ckpt", "--batch-size", "many"], "argument --batch-size: invalid int value: 'many'"),
+    (["run"], "zyda2.py run: the following arguments are required: config"),
+])
+def test_usage_errors_are_one_line_with_a_suggestion(argv, expected):
+    err = one_line_error(cli(*argv))
+    assert expected in err and err.endswith("--help")
