@@ -291,7 +291,8 @@ def run_pipeline(cfg: Config, resume: bool = False, overwrite: bool = False, qui
                         st["status"] = status
                         st["seconds"] = round(prior_seconds[name] + time.monotonic() - stage_t0[name], 3)
                 if status == "failed":
-                    attempt["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+                    cause = getattr(e, "cause", None) or e  # a task's own exception, not Ray's wrapper
+                    attempt["error"] = f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
                 note(f"attempt {len(attempts)} {status}: {attempt.get('error', 'signal')}")
                 write_manifest(status)
                 raise
