@@ -663,6 +663,11 @@ def interrupt_message(args, signum: int) -> str:
         done = "nothing to keep"
     if args.command in RESUMABLE:
         return f"zyda2: interrupted by {name}; {done}; resume with: {resume_command(args.command_line)}"
+    if args.command == "publish":
+        return f"zyda2: interrupted by {name}; the upload resumes where it stopped: {shlex.join(args.command_line)}"
+    if args.command == "submit":
+        return (f"zyda2: interrupted by {name}; a job already submitted keeps running on the cluster "
+                f"(ray job list --address {args.address})")
     return f"zyda2: interrupted by {name}; {done}; run the same command again to start over"
 
 
