@@ -23,6 +23,7 @@ import re
 import shlex
 import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -55,9 +56,13 @@ def _on_signal(signum, frame):
     raise Interrupted(signum)
 
 
-def install_signal_handlers() -> None:
+def install_signal_handlers() -> bool:
+    """SIGINT and SIGTERM raise `Interrupted`; False (nothing installed) off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    return True
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -677,7 +682,8 @@ def main(argv: list[str] | None = None) -> int:
     args.run_folder = None
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_signal_handlers()
+    _received.clear()
+    handlers = install_signal_handlers()
     from pipelines.report import AccountingError
     from pipelines.runner import RunError
     from pipelines.publish import PublishError
@@ -709,8 +715,9 @@ def main(argv: list[str] | None = None) -> int:
         _report_bug(args)
         raise
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if handlers:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _report_bug(args) -> None:
