@@ -336,7 +336,11 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
             root = Path(cfg.input_dir) if cfg.input_dir and not is_url(cfg.input_dir) else base_dir
             src.path = str((root / src.path).resolve())
             if not Path(src.path).is_dir():
-                raise ConfigError(f"sources.{name}.path: folder does not exist: {src.path}")
+                if cfg.input_dir and not is_url(cfg.input_dir) and not Path(cfg.input_dir).is_dir():
+                    raise ConfigError(f"--input/input_dir: folder does not exist: {cfg.input_dir}")
+                raise ConfigError(f"sources.{name}.path: folder does not exist: {src.path} (an input folder holds "
+                                  "dclm/, fineweb-edu/, zyda/, dolma-cc/; run without this source with --sources "
+                                  f"or --set sources.{name}.enabled=false)")
     for key, names in (("dedup.source_rank", cfg.dedup.source_rank),
                        ("quality_filter.apply_to", cfg.quality_filter.apply_to),
                        ("heuristic_filter.apply_to", cfg.heuristic_filter.apply_to),

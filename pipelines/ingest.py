@@ -307,6 +307,7 @@ def ingest_file(sf: SourceFile, cfg: IngestConfig, out_root: Path, progress=None
             read += 1
             if ev.unread_bytes is not None:
                 incomplete[sf.rel] = ev.unread_bytes
+            since_report += 1  # live counts are of records read, as the report's `in`
         if len(norm) >= cfg.batch_docs or norm.text_bytes >= MAX_BATCH_TEXT_BYTES:
             flush()
         if progress is not None and since_report >= cfg.batch_docs:

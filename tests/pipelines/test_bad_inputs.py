@@ -26,7 +26,7 @@ def bad_run(ray_instance, data_dir, tmp_path_factory):
     for name, (folder, _, _) in BAD.items():
         (inp / folder / name).symlink_to(data_dir / "sources_bad" / name)
     out = tmp_path_factory.mktemp("bad_run")
-    return out, run_local(out, inp)
+    return out, run_local(out, inp, allow_empty=True)  # zyda has no file, fineweb-edu no readable document
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
