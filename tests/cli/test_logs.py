@@ -15,7 +15,7 @@ def test_a_failing_task_leaves_its_traceback_in_the_run_folder(ray_instance, dat
                                                                  capsys):
     import pipelines.stages
 
-    def planted(sf, cfg, out, progress):
+    def planted(sf, *args):
         raise RuntimeError(f"planted bug in {sf.rel}")
     monkeypatch.setattr(pipelines.stages, "ingest_file", planted)
     out = tmp_path / "run"
