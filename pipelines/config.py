@@ -153,6 +153,7 @@ class TokenizeConfig:
     tokenizer: str = "mistral-v0.1"
     add_bos: bool = False
     append_eos: bool = True
+    cache_units: int = 1_000_000  # distinct pre-tokenized units whose ids a worker keeps (~0.2 KB each)
 
 
 @dataclass
@@ -362,7 +363,8 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
                 or any(v < 0 for v in r.resources.values()):
             raise ConfigError(f"ray.stage_resources.{stage}: num_cpus and resources must be >= 0, memory_mb > 0")
     for key, value in (("ingest.batch_docs", cfg.ingest.batch_docs), ("ray.task_cpus", cfg.ray.task_cpus),
-                       ("dedup.partitions", cfg.dedup.partitions), ("dedup.ngram", cfg.dedup.ngram)):
+                       ("dedup.partitions", cfg.dedup.partitions), ("dedup.ngram", cfg.dedup.ngram),
+                       ("tokenize.cache_units", cfg.tokenize.cache_units)):
         if value <= 0:
             raise ConfigError(f"{key}: must be > 0, got {value}")
     return cfg
