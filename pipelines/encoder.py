@@ -33,14 +33,15 @@ from __future__ import annotations
 import functools
 import re
 
+import numba as nb
 import numpy as np
 
 from pipelines.tokenizer import BOS, EOS, _processor, model_path
 
 SPACES = " \u2581"  # a space, and SentencePiece's own whitespace mark "▁" (U+2581), which is what " " becomes
 _NORMAL, _USER_DEFINED, _UNUSED, _BYTE = 1, 4, 5, 6  # ModelProto.SentencePiece.Type
-BOS_ROW, EOS_ROW = 0, 1  # fixed rows of the id table, never evicted
 CHARS_PER_UNIT = 64  # the cache is also emptied when its units hold more than this many characters each on average
+CHUNK_CHARS = 1 << 22  # documents are scanned in chunks of about this many characters (bounded temporaries)
 
 
 class PreTokenizer:
@@ -85,8 +86,10 @@ class PreTokenizer:
 class CachedEncoder:
     """Mistral v0.1 ids equal to `SentencePieceProcessor.encode`, with a cache of at most
     `cache_units` distinct units holding at most 64 * `cache_units` characters (emptied when either is
-    exceeded; one document's units may pass the bound until the next document).
+    exceeded; one chunk of documents, ~4 M characters, may pass the bound while it is encoded).
 
+    The scan (units, hash-table look-up) and the gather of ids are numba kernels over the UTF-32 code
+    points of the documents; only units not in the cache reach Python and SentencePiece.
     Counters `hits` and `misses` (units) say how often SentencePiece itself had to run.
     """
 
@@ -101,95 +104,232 @@ class CachedEncoder:
         self.pre = PreTokenizer(proto)
         proto.normalizer_spec.add_dummy_prefix = False  # units already carry their leading "▁"
         self._units_sp = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+        self._cls = np.full(0x110000, ISOLATED, np.uint8)  # class of every code point
+        self._cls[[ord(c) for c in self.pre.word_chars]] = WORD
+        self._cls[[ord(c) for c in SPACES]] = SPACE
         self.cache_units = cache_units
         self.hits = self.misses = 0
         self._clear()
 
     def _clear(self) -> None:
-        self._index: dict[str, int] = {}
-        self._chars = 0  # characters of the cached units: a few very long units must not grow it unbounded
-        self._start = np.zeros(1024, np.int64)   # row -> first id in _ids
-        self._len = np.zeros(1024, np.int64)     # row -> number of ids
-        self._ids = np.zeros(1 << 16, np.int32)
-        self._rows = 0
-        self._n_ids = 0
-        self._add([[BOS], [EOS]])
+        self._slot_hash = np.zeros(1 << 12, np.uint64)  # open addressing, load <= 1/2; 0 = empty
+        self._slot_row = np.zeros(1 << 12, np.int64)
+        self._key_start = np.zeros(1 << 11, np.int64)   # row -> its code points in _keys
+        self._key_len = np.zeros(1 << 11, np.int64)
+        self._id_start = np.zeros(1 << 11, np.int64)    # row -> its ids in _ids
+        self._id_len = np.zeros(1 << 11, np.int64)
+        self._keys = np.zeros(1 << 14, np.uint32)
+        self._ids = np.zeros(1 << 14, np.int32)
+        self._rows = self._n_keys = self._n_ids = 0
 
-    def _add(self, encoded: list[list[int]]) -> None:
-        """Append rows for the units whose ids are `encoded` (growing the tables by doubling)."""
-        lens = np.fromiter(map(len, encoded), np.int64, len(encoded))
-        total = int(lens.sum())
-        while self._rows + len(encoded) > len(self._start):
-            self._start = np.resize(self._start, 2 * len(self._start))
-            self._len = np.resize(self._len, 2 * len(self._len))
-        while self._n_ids + total > len(self._ids):
-            self._ids = np.resize(self._ids, 2 * len(self._ids))
-        rows = slice(self._rows, self._rows + len(encoded))
-        self._start[rows] = self._n_ids + np.cumsum(lens) - lens
-        self._len[rows] = lens
-        self._ids[self._n_ids:self._n_ids + total] = np.fromiter(
-            (i for ids in encoded for i in ids), np.int32, total)
-        self._rows += len(encoded)
-        self._n_ids += total
+    def _add(self, units: list[str]) -> None:
+        """Encode `units` (not cached yet, distinct) with SentencePiece and add them to the cache."""
+        encoded = self._units_sp.encode(units, num_threads=1)
+        keys = np.frombuffer("".join(units).encode("utf-32-le"), np.uint32)
+        key_len = np.fromiter(map(len, units), np.int64, len(units))
+        id_len = np.fromiter(map(len, encoded), np.int64, len(units))
+        ids = np.fromiter((i for x in encoded for i in x), np.int32, int(id_len.sum()))
+        r0, r1 = self._rows, self._rows + len(units)
+        self._key_start, self._key_len, self._id_start, self._id_len = (
+            _grown(a, r1) for a in (self._key_start, self._key_len, self._id_start, self._id_len))
+        self._keys = _grown(self._keys, self._n_keys + len(keys))
+        self._ids = _grown(self._ids, self._n_ids + len(ids))
+        self._key_start[r0:r1] = self._n_keys + np.cumsum(key_len) - key_len
+        self._key_len[r0:r1] = key_len
+        self._id_start[r0:r1] = self._n_ids + np.cumsum(id_len) - id_len
+        self._id_len[r0:r1] = id_len
+        self._keys[self._n_keys:self._n_keys + len(keys)] = keys
+        self._ids[self._n_ids:self._n_ids + len(ids)] = ids
+        self._rows, self._n_keys, self._n_ids = r1, self._n_keys + len(keys), self._n_ids + len(ids)
+        if 2 * r1 > len(self._slot_hash):  # rehash everything into a table twice as large
+            size = len(self._slot_hash) * 2
+            while 2 * r1 > size:
+                size *= 2
+            self._slot_hash, self._slot_row = np.zeros(size, np.uint64), np.zeros(size, np.int64)
+            r0 = 0
+        _insert(self._slot_hash, self._slot_row, self._key_start, self._key_len, self._keys, r0, r1)
 
-    def _learn(self, units: list[str]) -> None:
-        """Encode the units not in the cache with SentencePiece and add them."""
-        new = list(dict.fromkeys(u for u in units if u not in self._index))
-        self.misses += len(new)
-        self.hits += len(units) - len(new)
-        self._chars += sum(map(len, new))
-        for k, u in enumerate(new, start=self._rows):
-            self._index[u] = k
-        self._add(self._units_sp.encode(new, num_threads=1))
+    def _scan(self, cps, doc_ends):
+        n = len(cps)  # at most one unit per code point
+        rows, start, end = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+        hashes, doc_units = np.empty(n, np.uint64), np.empty(len(doc_ends), np.int64)
+        k = _scan(cps, doc_ends, self._cls, self._slot_hash, self._slot_row, self._key_start, self._key_len,
+                  self._keys, rows, start, end, hashes, doc_units)
+        return rows[:k], start[:k], end[:k], hashes[:k], doc_units
 
     def encode_flat(self, texts: list[str], add_bos: bool = False,
                     append_eos: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """All ids of `texts` end to end, and offsets: document k is ids[offsets[k]:offsets[k + 1]].
 
         ids: int32, shape (total,); offsets: int64, shape (len(texts) + 1,). BOS (1) before and EOS (2)
-        after every document when asked. Raises what SentencePiece raises (a str with lone surrogates).
+        after every document when asked. Raises UnicodeEncodeError for a str with lone surrogates
+        (SentencePiece refuses those too).
         """
-        pieces, doc_units = [], []
-        pending: list[int] = []  # rows of the documents since the last gather
-        get, units_of = self._index.__getitem__, self.pre.units
-        head, tail = [BOS_ROW] if add_bos else [], [EOS_ROW] if append_eos else []
-        for text in texts:
-            units = units_of(text)
-            try:
-                rows = list(map(get, units))
-                self.hits += len(units)
-            except KeyError:
-                if self._rows + len(units) > self.cache_units + 2 or self._chars > CHARS_PER_UNIT * self.cache_units:
-                    pieces.append(self._gather(pending))  # the rows pending point into the old table
-                    pending = []
-                    self._clear()
-                    get = self._index.__getitem__
-                self._learn(units)
-                rows = list(map(get, units))
-            pending += head
-            pending += rows
-            pending += tail
-            doc_units.append(len(rows) + len(head) + len(tail))
-        pieces.append(self._gather(pending))
-        ids = np.concatenate([p[0] for p in pieces])
-        unit_lens = np.concatenate([p[1] for p in pieces])
-        ends = np.concatenate([[0], np.cumsum(unit_lens)])
-        offsets = ends[np.concatenate([[0], np.cumsum(doc_units, dtype=np.int64)])]
-        return ids, offsets
+        parts, lengths = [], []
+        start = 0
+        while start < len(texts) or not parts:
+            stop, size = start, 0
+            while stop < len(texts) and (size < CHUNK_CHARS or stop == start):
+                size += len(texts[stop]) + 1
+                stop += 1
+            ids, doc_lens = self._encode_chunk(texts[start:stop], add_bos, append_eos)
+            parts.append(ids)
+            lengths.append(doc_lens)
+            start = stop
+        lens = np.concatenate(lengths)
+        return np.concatenate(parts), np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
 
-    def _gather(self, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """The ids of `rows` one after another, and each row's id count."""
-        r = np.array(rows, np.int64)
-        lens = self._len[r]
-        total = int(lens.sum())
-        first = np.cumsum(lens) - lens  # where each row's ids go in the output
-        return self._ids[np.repeat(self._start[r] - first, lens) + np.arange(total)], lens
+    def _encode_chunk(self, texts: list[str], add_bos: bool, append_eos: bool) -> tuple[np.ndarray, np.ndarray]:
+        prefix = " " if self.pre.add_dummy_prefix else ""
+        joined = "".join(prefix + t for t in texts if t)
+        cps = np.frombuffer(joined.encode("utf-32-le"), np.uint32)  # code point k = joined[k]
+        doc_ends = np.cumsum([len(t) + len(prefix) if t else 0 for t in texts], dtype=np.int64)
+        rows, start, end, hashes, doc_units = self._scan(cps, doc_ends)
+        missing = np.flatnonzero(rows < 0)
+        misses, cleared = 0, False
+        while len(missing):  # more than once only after a 64-bit hash collision
+            _, first = np.unique(hashes[missing], return_index=True)
+            new = missing[np.sort(first)]
+            chars = int((end[new] - start[new]).sum())
+            if not cleared and (self._rows + len(new) > self.cache_units
+                                or self._n_keys + chars > CHARS_PER_UNIT * self.cache_units):
+                self._clear()  # every unit of the chunk is needed again
+                cleared, misses = True, 0
+                _, first = np.unique(hashes, return_index=True)
+                new = np.sort(first)
+            self._add([joined[a:b] for a, b in zip(start[new].tolist(), end[new].tolist())])
+            misses += len(new)
+            rows, start, end, hashes, doc_units = self._scan(cps, doc_ends)
+            missing = np.flatnonzero(rows < 0)
+        self.misses += misses
+        self.hits += len(rows) - misses
+        return _gather(rows, doc_units, self._id_start, self._id_len, self._ids, add_bos, append_eos, BOS, EOS)
 
     def encode(self, texts: list[str], add_bos: bool = False, append_eos: bool = True) -> list[list[int]]:
         """Token ids of each text as lists (what `pipelines.tokenizer.encode` returns)."""
         ids, offsets = self.encode_flat(texts, add_bos, append_eos)
         flat = ids.tolist()
         return [flat[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+
+
+def _grown(a: np.ndarray, n: int) -> np.ndarray:
+    """`a`, or a copy at least twice as long when it holds fewer than n elements."""
+    if n <= len(a):
+        return a
+    size = len(a) * 2
+    while size < n:
+        size *= 2
+    b = np.zeros(size, a.dtype)
+    b[:len(a)] = a
+    return b
+
+
+# ---- compiled kernels (numba, cached on disk): the unit scan with its look-up, insertion, the gather
+SPACE, WORD, ISOLATED = 2, 1, 0  # character classes of the cut rule
+_FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)  # FNV-1a, 64 bit
+
+
+@nb.njit(inline="always")
+def _hash(cps, i, j):
+    h = _FNV_OFFSET
+    for k in range(i, j):
+        h = (h ^ np.uint64(cps[k])) * _FNV_PRIME
+    return h | np.uint64(1)  # 0 marks an empty slot
+
+
+@nb.njit(nogil=True, cache=True)
+def _scan(cps, doc_ends, cls, slot_hash, slot_row, key_start, key_len, keys, rows, unit_start, unit_end, hashes,
+          doc_units):
+    """Cut each document of `cps` (code points, documents end to end up to doc_ends[d]) into units by
+    the rule of `PreTokenizer` ([ ▁]*W+ | [ ▁]+ | isolated+) and look each up: rows[k] = its row or -1,
+    hashes[k] its hash. doc_units[d] = units of document d. Returns the number of units."""
+    mask = np.uint64(len(slot_hash) - 1)
+    n = 0
+    i = 0
+    for d in range(len(doc_ends)):
+        e = doc_ends[d]
+        first = n
+        while i < e:
+            c = cls[cps[i]]
+            j = i + 1
+            if c == SPACE:
+                while j < e and cls[cps[j]] == SPACE:
+                    j += 1
+                while j < e and cls[cps[j]] == WORD:
+                    j += 1
+            else:
+                while j < e and cls[cps[j]] == c:
+                    j += 1
+            h = _hash(cps, i, j)
+            slot = h & mask
+            row = -1
+            while slot_hash[slot] != 0:
+                if slot_hash[slot] == h:
+                    r = slot_row[slot]
+                    if key_len[r] == j - i:
+                        base = key_start[r]
+                        k = 0
+                        while k < j - i and keys[base + k] == cps[i + k]:
+                            k += 1
+                        if k == j - i:
+                            row = r
+                            break
+                slot = (slot + np.uint64(1)) & mask
+            rows[n] = row
+            hashes[n] = h
+            unit_start[n] = i
+            unit_end[n] = j
+            n += 1
+            i = j
+        doc_units[d] = n - first
+    return n
+
+
+@nb.njit(nogil=True, cache=True)
+def _insert(slot_hash, slot_row, key_start, key_len, keys, r0, r1):
+    """Put rows r0..r1-1 (distinct keys, not in the table) into the open-addressing table."""
+    mask = np.uint64(len(slot_hash) - 1)
+    for r in range(r0, r1):
+        h = _hash(keys, key_start[r], key_start[r] + key_len[r])
+        slot = h & mask
+        while slot_hash[slot] != 0:
+            slot = (slot + np.uint64(1)) & mask
+        slot_hash[slot] = h
+        slot_row[slot] = r
+
+
+@nb.njit(nogil=True, cache=True)
+def _gather(rows, doc_units, id_start, id_len, ids, add_bos, append_eos, bos, eos):
+    """The ids of every document (rows' ids, with BOS/EOS) end to end, and each document's id count."""
+    extra = int(add_bos) + int(append_eos)
+    doc_lens = np.empty(len(doc_units), np.int64)
+    total = 0
+    u = 0
+    for d in range(len(doc_units)):
+        n = extra
+        for k in range(u, u + doc_units[d]):
+            n += id_len[rows[k]]
+        u += doc_units[d]
+        doc_lens[d] = n
+        total += n
+    out = np.empty(total, np.int32)
+    p = 0
+    u = 0
+    for d in range(len(doc_units)):
+        if add_bos:
+            out[p] = bos
+            p += 1
+        for k in range(u, u + doc_units[d]):
+            r = rows[k]
+            s = id_start[r]
+            for q in range(id_len[r]):
+                out[p] = ids[s + q]
+                p += 1
+        u += doc_units[d]
+        if append_eos:
+            out[p] = eos
+            p += 1
+    return out, doc_lens
 
 
 @functools.cache
