@@ -153,7 +153,7 @@ class TokenizeConfig:
     tokenizer: str = "mistral-v0.1"
     add_bos: bool = False
     append_eos: bool = True
-    cache_units: int = 1_000_000  # distinct pre-tokenized units whose ids a worker keeps (~0.2 KB each)
+    cache_units: int = 1_000_000  # distinct pre-tokenized units whose ids a worker keeps (~100 bytes each)
 
 
 @dataclass
