@@ -41,7 +41,7 @@ from pipelines.tokenizer import BOS, EOS, _processor, model_path
 SPACES = " \u2581"  # a space, and SentencePiece's own whitespace mark "▁" (U+2581), which is what " " becomes
 _NORMAL, _USER_DEFINED, _UNUSED, _BYTE = 1, 4, 5, 6  # ModelProto.SentencePiece.Type
 CHARS_PER_UNIT = 64  # the cache is also emptied when its units hold more than this many characters each on average
-CHUNK_CHARS = 1 << 22  # documents are scanned in chunks of about this many characters (bounded temporaries)
+CHUNK_CHARS = 1 << 20  # documents are scanned in chunks of about this many characters (temporaries: 36 bytes each)
 
 
 class PreTokenizer:
@@ -86,7 +86,7 @@ class PreTokenizer:
 class CachedEncoder:
     """Mistral v0.1 ids equal to `SentencePieceProcessor.encode`, with a cache of at most
     `cache_units` distinct units holding at most 64 * `cache_units` characters (emptied when either is
-    exceeded; one chunk of documents, ~4 M characters, may pass the bound while it is encoded).
+    exceeded; one chunk of documents, ~1 M characters, may pass the bound while it is encoded).
 
     The scan (units, hash-table look-up) and the gather of ids are numba kernels over the UTF-32 code
     points of the documents; only units not in the cache reach Python and SentencePiece.
