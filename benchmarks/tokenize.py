@@ -120,7 +120,8 @@ def _child(name: str, texts: list[str], conn) -> None:
                  "cache_misses": enc.misses, "cached_units_at_end": enc._rows}
     else:
         ids, lengths = _flat(out)
-    conn.send({"seconds": seconds, "wall_seconds": round(wall, 2), "peak_rss_growth_mb": round(_vm("VmHWM") - base, 1), **extra})
+    conn.send({"seconds": seconds, "wall_seconds": round(wall, 2),
+               "peak_rss_growth_mb": round(_vm("VmHWM") - base, 1), **extra})
     conn.send_bytes(ids.astype(np.int32).tobytes())
     conn.send_bytes(lengths.astype(np.int64).tobytes())
     conn.close()
@@ -201,7 +202,8 @@ def pipeline_vs_sentencepiece(corpus: Path, work: Path) -> dict:
     n_tokens = sum(map(len, sp.encode(texts, num_threads=2)))
     sp_seconds = time.perf_counter() - t0
     files = sum(1 for p in corpus.rglob("*") if p.is_file())
-    return {"input_files": files, "documents": len(texts), "text_mb": round(sum(len(t.encode()) for t in texts) / 1e6, 1),
+    return {"input_files": files, "documents": len(texts),
+            "text_mb": round(sum(len(t.encode()) for t in texts) / 1e6, 1),
             "tokens": n_tokens, "zyda2_run_seconds": round(run_seconds, 1),
             "sentencepiece_alone_2_threads_seconds": round(sp_seconds, 1),
             "run_vs_sentencepiece_alone": round(run_seconds / sp_seconds, 2)}

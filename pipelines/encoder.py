@@ -5,9 +5,10 @@ Why the cut is exact. SentencePiece's BPE (`bpe_model.cc`, `Model::SampleEncode`
 the characters of the normalised text and repeatedly merges the adjacent pair of highest score whose
 concatenation is a vocabulary piece (ties: leftmost first). A merge across position i therefore makes
 a piece that holds the characters text[i-1] text[i] side by side. We cut only where no piece of the
-vocabulary (normal or unused; models with user-defined symbols are refused) holds that pair, so no merge ever crosses a cut, every
-unit sees the same merges in the same order as inside the whole text, and the ids of a text are the
-ids of its units one after another. The pieces SentencePiece merges into are read from the model file:
+vocabulary (normal or unused; models with user-defined symbols are refused) holds that pair, so no
+merge ever crosses a cut, every unit sees the same merges in the same order as inside the whole
+text, and the ids of a text are the ids of its units one after another. The pieces SentencePiece
+merges into are read from the model file:
 
 - `W`: the characters of multi-character pieces (258 for Mistral v0.1, "▁" among them). Every other
   character appears in no piece but itself, so a cut on either side of it is safe.

@@ -31,7 +31,8 @@ def reference():
 
 def read_texts(sources, out) -> list[str]:
     """Every document text the readers produce from a folder laid out like shared/data/sources."""
-    absent = [f"sources.{name}.enabled=false" for name, folder in INPUT_FOLDERS.items() if not (sources / folder).is_dir()]
+    absent = [f"sources.{name}.enabled=false" for name, folder in INPUT_FOLDERS.items()
+              if not (sources / folder).is_dir()]
     cfg = load_config(REPO / "configs" / "local.yaml", absent, input_dir=str(sources))
     texts = []
     for sf in discover(cfg):
