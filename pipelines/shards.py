@@ -26,7 +26,7 @@ from pipelines.indexed import write_indexed
 from pipelines.outputs import write_json, write_table
 from pipelines.schema import QUALITY_SCHEMA, with_quality_columns
 from pipelines.sources import SourceFile
-from pipelines.stages import Stage, StageContext, run_partitions, sum_by_source
+from pipelines.stages import Stage, StageContext, run_partitions, sum_by_source, wait_all
 from pipelines.encoder import cached_encoder
 
 COMPONENTS = {"dclm": "dclm_crossdeduped", "fwe": "fwe3", "zyda": "zyda_crossdeduped-filtered",
@@ -192,7 +192,7 @@ class ShardsStage(Stage):
                     jobs.append(publish.remote(ctx.docs_path(sf), ctx.out / "publish" / "data" / component / sub /
                                                f"part.{n}.parquet"))
                     meta.append((source, component, "publish"))
-        results = ray.get(jobs)
+        results = wait_all(ctx, self.name, jobs, sum(u["out"] for u in upstream.values()))
         summary = {c: {"train_tokens": 0, "val_tokens": 0, "anneal_tokens": 0, "train_shards": [], "anneal_shards": [],
                        "val_documents": 0, "published_documents": 0} for c in COMPONENTS.values()}
         for (source, component, split), r in zip(meta, results):

@@ -56,7 +56,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu"):
     path = Path(path)
     folder = path / "model" if (path / "model").is_dir() else path
     if not (folder / "config.json").is_file():
-        raise TrainError(f"not a checkpoint: {path} (expected {folder}/config.json)")
+        raise TrainError(f"not a checkpoint: {path} (a checkpoint folder holds model/ and state.pt, e.g. "
+                         "runs/train-local/checkpoints/step_0000300)")
     return Zamba2ForCausalLM.from_pretrained(folder).to(device)
 
 
