@@ -164,6 +164,7 @@ class TokenizeConfig:
     tokenizer: str = "mistral-v0.1"
     add_bos: bool = False
     append_eos: bool = True
+    cache_units: int = 1_000_000  # distinct pre-tokenized units whose ids a worker keeps (~100 bytes each)
 
 
 @dataclass
@@ -203,12 +204,25 @@ class Config:
         """Hash of the named sections: what a stage's outputs depend on (used to refuse stale outputs)."""
         data = {n: dataclasses.asdict(getattr(self, n)) if dataclasses.is_dataclass(getattr(self, n))
                 else _plain(getattr(self, n)) for n in names}
-        return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(data)
 
     def hash(self) -> str:
         """Hash of everything that shapes the outputs: not where they go, nor how many workers make them."""
         data = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "ray", "run_name", "network")}
-        return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(data)
+
+
+# Settings that change speed or memory, never the bytes of an output: left out of every hash, so that
+# a resumed run may change them.
+TUNING_KEYS = (("tokenize", "cache_units"),)
+
+
+def _digest(data: dict) -> str:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for section, key in TUNING_KEYS:
+        if isinstance(data.get(section), dict):
+            data[section].pop(key, None)
+    return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _plain(value: Any) -> Any:
@@ -379,6 +393,7 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
             raise ConfigError(f"ray.stage_resources.{stage}: num_cpus and resources must be >= 0, memory_mb > 0")
     for key, value in (("ingest.batch_docs", cfg.ingest.batch_docs), ("ray.task_cpus", cfg.ray.task_cpus),
                        ("dedup.partitions", cfg.dedup.partitions), ("dedup.ngram", cfg.dedup.ngram),
+                       ("tokenize.cache_units", cfg.tokenize.cache_units),
                        ("network.max_connections_per_host", cfg.network.max_connections_per_host),
                        ("network.timeout_s", cfg.network.timeout_s)):
         if value <= 0:

@@ -15,7 +15,6 @@ shards    per component, consecutive partitions are grouped into shards of about
 from __future__ import annotations
 
 import hashlib
-import itertools
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -28,7 +27,7 @@ from pipelines.outputs import write_json, write_table
 from pipelines.schema import QUALITY_SCHEMA, with_quality_columns
 from pipelines.sources import SourceFile
 from pipelines.stages import Stage, StageContext, run_partitions, sum_by_source, wait_all
-from pipelines.tokenizer import encode
+from pipelines.encoder import cached_encoder
 
 COMPONENTS = {"dclm": "dclm_crossdeduped", "fwe": "fwe3", "zyda": "zyda_crossdeduped-filtered",
               "dolma-cc": "dolma-cc_crossdeduped-filtered"}
@@ -89,15 +88,14 @@ class TokenizeStage(Stage):
 def tokenize_partition(docs: Path, dest: Path, source: str, tcfg, scfg) -> dict:
     """Tokenize one partition's documents into `dest` (TOKEN_SCHEMA); return its counts."""
     table = read_docs(docs, ["nemo_id", "text", "int_score", "quality_prob"])
-    ids = encode(table.column("text").to_pylist(), tcfg.add_bos, tcfg.append_eos)
+    ids, offsets = cached_encoder(tcfg.cache_units).encode_flat(table.column("text").to_pylist(), tcfg.add_bos,
+                                                                tcfg.append_eos)
     nemo_ids = table.column("nemo_id").to_pylist()
     split = np.array(["val" if is_validation(i, scfg.validation_fraction) else "train" for i in nemo_ids])
     val = split == "val"
     anneal = anneal_mask(table, source, scfg) & ~val
-    lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    flat = np.fromiter(itertools.chain.from_iterable(ids), np.uint16, int(offsets[-1]))
-    tokens = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(flat, pa.uint16()))
+    lengths = np.diff(offsets)
+    tokens = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(ids.astype(np.uint16), pa.uint16()))
     write_table(dest, pa.table({"nemo_id": nemo_ids, "split": split.tolist(), "anneal": anneal, "tokens": tokens},
                                schema=TOKEN_SCHEMA))
     return {"source": source, "read": table.num_rows, "out": table.num_rows, "removed": {}, "quarantined": 0,
