@@ -23,14 +23,19 @@ QUALITY_MODEL := runs/models/quality-fasttext.ftz
 $(QUALITY_MODEL): $(STAMP)
 	$(PY) zyda2.py train-quality $(ZYDA2_DATA)/quality/labels.jsonl --output $@ > /dev/null
 
-demo: $(STAMP)
-	@if [ -d "$(ZYDA2_DATA)/sources" ]; then \
-	  $(MAKE) --no-print-directory $(QUALITY_MODEL) && \
-	  $(PY) zyda2.py run configs/local.yaml --overwrite; \
-	else \
-	  echo "no $(ZYDA2_DATA)/sources: streaming a small sample of the Hub datasets"; \
-	  $(PY) zyda2.py run configs/hub-sample.yaml --overwrite; \
-	fi
+# The demo's input is decided here, not in the recipe, so that `make -n demo` only prints (a recipe
+# that calls $(MAKE) is run even under -n).
+ifneq ($(wildcard $(ZYDA2_DATA)/sources),)
+DEMO_CONFIG := configs/local.yaml
+DEMO_NEEDS  := $(QUALITY_MODEL)
+else
+DEMO_CONFIG := configs/hub-sample.yaml
+DEMO_NEEDS  :=
+endif
+
+demo: $(STAMP) $(DEMO_NEEDS)
+	$(if $(DEMO_NEEDS),,@echo "no $(ZYDA2_DATA)/sources: streaming a small sample of the Hub datasets")
+	$(PY) zyda2.py run $(DEMO_CONFIG) --overwrite
 
 # Headless Chromium for the run report's browser test (tests/stats): Debian packages, installed when missing.
 browser:

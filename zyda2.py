@@ -15,16 +15,55 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import json
 import logging
 import os
+import re
+import shlex
+import signal
 import sys
+import threading
+import traceback
 from pathlib import Path
 
-import yaml
+try:
+    import yaml
 
-from pipelines.config import ConfigError, load_config
+    from pipelines.config import SOURCE_NAMES, ConfigError, load_config
+except ModuleNotFoundError as _missing:  # run by a Python without the project installed
+    print(f"zyda2: error: Python module {_missing.name!r} is missing: run with the project's environment "
+          f"(.venv/bin/python zyda2.py ..., after `make install`), not {sys.executable}", file=sys.stderr)
+    sys.exit(2)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; `signum` says which (exit code 128 + signum)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_received: list[int] = []  # the first signal: Ray re-raises an interrupt as a plain KeyboardInterrupt
+
+
+def _on_signal(signum, frame):
+    # later signals are ignored so that the cleanup (Ray shutdown, manifest) runs to its end
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _received.append(signum)
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> bool:
+    """SIGINT and SIGTERM raise `Interrupted`; False (nothing installed) off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    return True
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -35,27 +74,124 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", metavar="DIR", help="run folder; overrides output_dir")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override a config key, dotted (repeatable): --set ingest.batch_docs=512")
+    p.add_argument("--sources", metavar="NAMES", help=f"comma-separated subset of the sources to run "
+                   f"({','.join(SOURCE_NAMES)}); the others are disabled (as --set sources.NAME.enabled=false)")
+
+
+SOURCE_ALIASES = {"fineweb-edu": "fwe", "dolma": "dolma-cc"}  # the input folder names work too
+
+
+def source_overrides(names: str | None) -> list[str]:
+    """`--sources dclm,fwe` as the `--set` overrides that disable every other source."""
+    if not names:
+        return []
+    wanted = [SOURCE_ALIASES.get(n.strip(), n.strip()) for n in names.split(",") if n.strip()]
+    for n in wanted:
+        if n not in SOURCE_NAMES:
+            close = difflib.get_close_matches(n, SOURCE_NAMES, 1)
+            raise ConfigError(f"--sources: unknown source {n!r}" + (f" (did you mean {close[0]}?)" if close else "")
+                              + f"; known: {','.join(SOURCE_NAMES)}")
+    if not wanted:
+        raise ConfigError(f"--sources: name at least one source ({','.join(SOURCE_NAMES)})")
+    return [f"sources.{n}.enabled={'true' if n in wanted else 'false'}" for n in SOURCE_NAMES]
 
 
 def _load(args):
-    return load_config(args.config, args.overrides, input_dir=args.input, output_dir=args.output)
+    overrides = source_overrides(getattr(args, "sources", None)) + list(args.overrides)
+    return load_config(args.config, overrides, input_dir=args.input, output_dir=args.output)
 
 
 def cmd_run(args) -> int:
     from pipelines.runner import run_pipeline
     cfg = _load(args)
-    report = run_pipeline(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
-    t = report["totals"]
-    print(f"read {t['read']:,} docs: kept {t['kept']:,}, removed {t['removed']:,}, "
-          f"quarantined {t['quarantined']:,}")
-    print(f"outputs: {cfg.output_dir}\nreport:  {cfg.output_dir}/report.json")
+    args.run_folder = Path(cfg.output_dir)
+    if args.plan:
+        return print_plan(cfg)
+    report = run_pipeline(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
+                          command=args.command_line, allow_empty=args.allow_empty)
+    print_run_summary(Path(cfg.output_dir), report, args.command_line)
     return 0
+
+
+def print_plan(cfg) -> int:
+    """`run --plan`: the input files per source, the stages and the outputs; reads no document."""
+    from pipelines.graph import planned_stages
+    from pipelines.runner import check_inputs
+    from pipelines.sources import discover
+    files = discover(cfg)
+    for name, src in sorted(cfg.sources.items()):
+        if not src.enabled:
+            print(f"source {name}: disabled")
+            continue
+        mine = [f for f in files if f.source == name]
+        size = sum(os.path.getsize(f.url) for f in mine if "://" not in f.url)
+        print(f"source {name}: {len(mine)} files, {size / 1e6:,.1f} MB under {src.files_from or src.path}")
+        for f in mine:
+            print(f"  {f.rel}  ({f.fmt}, id prefix {f.id_prefix})")
+    stages = planned_stages(cfg)
+    print(f"stages ({len(stages)}): {' -> '.join(s.name for s in stages)}")
+    out = Path(cfg.output_dir)
+    state = "holds a run (needs --resume or --overwrite)" if (out / "manifest.json").exists() else \
+        "exists and is not empty (refused)" if out.is_dir() and any(out.iterdir()) else "new"
+    print(f"outputs: {out} ({state})\n  shards:  {out}/shards/<component>/{{train,anneal,val}}/*.bin,.idx\n"
+          f"  blends:  {out}/shards/blends/{{pretrain,anneal}}.json\n  hub:     {out}/publish/data/\n"
+          f"  report:  {out}/report.json, manifest: {out}/manifest.json, logs: {out}/logs/")
+    check_inputs(cfg, files, allow_empty=True)
+    print("plan only: nothing was run")
+    return 0
+
+
+def _top(counts: dict[str, int], n: int = 5) -> str:
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    text = ", ".join(f"{k} {v:,}" for k, v in items[:n])
+    return text + (f", {len(items) - n} more reasons" if len(items) > n else "")
+
+
+def print_run_summary(out: Path, report: dict, command: list[str]) -> None:
+    """End of `run`: counts, time, tokens per component, where everything is, what to do next."""
+    from pipelines.outputs import read_json
+    from pipelines.progress import format_seconds
+    manifest = read_json(out / "manifest.json")
+    t = report["totals"]
+    attempts = manifest.get("attempts", [])
+    wall = f"{format_seconds(attempts[-1]['seconds'])}" if attempts else "?"
+    if len(attempts) > 1:
+        wall += f" this attempt, {format_seconds(manifest.get('total_seconds', 0))} over {len(attempts)} attempts"
+    print(f"read {t['read']:,} docs: kept {t['kept']:,}, removed {t['removed']:,}, "
+          f"quarantined {t['quarantined']:,} | wall time {wall}")
+    removed: dict[str, int] = {}
+    quarantined: dict[str, int] = {}
+    for src, r in report["sources"].items():
+        for reason, n in r["removed"].items():
+            removed[reason] = removed.get(reason, 0) + n
+        for reason, n in r.get("quarantine_reasons", {}).items():
+            quarantined[reason] = quarantined.get(reason, 0) + n
+    if removed:
+        print(f"removed by stage:reason: {_top(removed)}")
+    if t["quarantined"]:
+        whole = [s for s, r in report["sources"].items() if r["read"] and r["quarantined"] == r["read"]]
+        print(f"quarantined: {_top(quarantined)} -> records with reasons and excerpts in {out}/quarantine/"
+              + (f" (every record of {', '.join(whole)})" if whole else ""))
+    shards = report.get("details", {}).get("shards", {}).get("components", {})
+    if shards:
+        total = sum(c["train_tokens"] + c["val_tokens"] for c in shards.values())
+        print(f"tokens: {total:,} (" + ", ".join(f"{name} {c['train_tokens'] + c['val_tokens']:,}"
+                                                 for name, c in shards.items()) + ")")
+        print(f"shards:  {out}/shards/<component>/{{train,anneal,val}}/ (Megatron .bin/.idx)\n"
+              f"blends:  {out}/shards/blends/pretrain.json, anneal.json (.txt: Megatron --data-path)")
+        if (out / "publish" / "data").is_dir():
+            print(f"hub:     {out}/publish/data/ (parquet; upload: python zyda2.py publish {out} --repo ORG/NAME)")
+    print(f"outputs: {out}\nreport:  {out}/report.json; logs: {out}/logs/")
+    print(f"next:    python zyda2.py stats {out}   (HTML report)" + (
+        f"\n         python zyda2.py train configs/train-local.yaml --set \"data.mixture=[{{run: '{out}', "
+        "blend: pretrain}]\"" if shards else ""))
 
 
 def cmd_dedup(args) -> int:
     from pipelines.runner import rerun_dedup
+    args.run_folder = Path(args.output)
     report = rerun_dedup(Path(args.run_dir), args.overrides, Path(args.output), quiet=args.quiet,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, resume=args.resume, command=args.command_line)
     for source, r in report["sources"].items():
         d = r["stages"]["dedup"]
         print(f"{source:9s} in {d['in']:>9,}  removed {sum(d['removed'].values()):>9,}  "
@@ -65,33 +201,72 @@ def cmd_dedup(args) -> int:
 
 
 def cmd_train_quality(args) -> int:
-    from filters.quality import read_folders, read_labels, train_fasttext
+    from filters.quality import read_folders, train_fasttext
+    from pipelines.runner import RunError
     if args.labels:
-        data = read_labels(args.labels)
+        data = _labels(args.labels)
     elif args.positive and args.negative:
         data = read_folders(args.positive, args.negative)
     else:
-        raise SystemExit("zyda2.py train-quality: give LABELS.jsonl, or --positive DIR and --negative DIR")
+        raise RunError("train-quality: give LABELS.jsonl, or --positive DIR and --negative DIR")
     report = train_fasttext(data, args.output, seed=args.seed, quantize=not args.no_quantize)
+    if args.labels:  # lets eval-quality tell when it is given documents the model was trained on
+        report["labels_file"] = str(Path(args.labels).resolve())
+        Path(args.output + ".json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _labels(path: str):
+    """The labelled documents of a JSONL file; a malformed file is a one-line error."""
+    from filters.quality import read_labels
+    from pipelines.runner import RunError
+    try:
+        return read_labels(path)
+    except ValueError as e:  # json.JSONDecodeError included
+        raise RunError(f"{path}: not a labels file ({str(e).splitlines()[0]}); each line is "
+                       "{\"text\": ..., \"label\": \"good\"|\"bad\"}") from None
 
 
 def cmd_eval_quality(args) -> int:
     import numpy as np
 
-    from filters.quality import load_classifier, metrics, read_labels
+    from filters.quality import load_classifier, metrics
     from pipelines.config import QualityFilterConfig
     backend = "deberta" if Path(args.model).is_dir() or not Path(args.model).exists() else "fasttext"
     cfg = QualityFilterConfig(backend=backend, model=args.model, threshold=args.threshold, device=args.device,
                               keep_labels=args.keep_labels.split(","))
     model = load_classifier(cfg)
-    data = read_labels(args.labels)
+    data = _labels(args.labels)
     preds, prob_high = model.predict(data.texts)
     result = {"model": args.model, "backend": backend, "labels": args.labels,
               **metrics(data.good, np.isin(preds, cfg.keep_labels), prob_high)}
+    overlap = training_overlap(Path(args.model), data.texts)
+    if overlap is not None:
+        result["train_overlap"] = overlap
     print(json.dumps(result, indent=2))
+    if overlap and overlap["documents"]:
+        print(f"zyda2: warning: {overlap['documents']:,} of {len(data.texts):,} documents of {args.labels} are in "
+              f"the model's training file {overlap['train_file']}: these metrics are optimistic; evaluate on "
+              "held-out labels", file=sys.stderr)
     return 0
+
+
+def training_overlap(model: Path, texts: list[str]) -> dict | None:
+    """How many of `texts` are in the model's training split: MODEL.json names the labels file and
+    seed (`train-quality` writes them) and the split is redone as in training. None when the model
+    has no such record or the file is gone."""
+    from filters.quality import read_labels, split
+    meta_path = model.with_name(model.name + ".json")
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    train_file = meta.get("labels_file")
+    if not isinstance(train_file, str) or not Path(train_file).is_file():
+        return None
+    train, _, _ = split(read_labels(train_file), seed=meta.get("seed", 0))
+    seen = set(train.texts)
+    return {"train_file": train_file, "documents": sum(t in seen for t in texts)}
 
 
 def cmd_show_config(args) -> int:
@@ -116,6 +291,7 @@ def _print_summary(summary: dict) -> None:
 def cmd_train(args) -> int:
     from pipelines.trainer import train
     cfg = _load_train(args)
+    args.run_folder = Path(cfg.output_dir)
     _print_summary(train(cfg, "pretrain", resume=args.resume, overwrite=args.overwrite, quiet=args.quiet))
     return 0
 
@@ -125,6 +301,7 @@ def cmd_anneal(args) -> int:
     cfg = _load_train(args)
     if args.output is None:
         cfg.output_dir = cfg.output_dir.rstrip("/") + "-anneal"
+    args.run_folder = Path(cfg.output_dir)
     _print_summary(train(cfg, "anneal", init_from=Path(args.init_from).resolve(), resume=args.resume,
                          overwrite=args.overwrite, quiet=args.quiet))
     return 0
@@ -132,7 +309,15 @@ def cmd_anneal(args) -> int:
 
 def cmd_eval(args) -> int:
     from pipelines.evaluation import DEFAULT_TASKS, evaluate_checkpoint
-    tasks = args.tasks.split(",") if args.tasks else list(DEFAULT_TASKS)
+    from pipelines.runner import RunError
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else list(DEFAULT_TASKS)
+    ckpt = Path(args.checkpoint)
+    if not ((ckpt / "model" / "config.json").is_file() or (ckpt / "config.json").is_file()):
+        hint = ckpt / "checkpoints"
+        raise RunError(f"not a checkpoint: {ckpt} (a checkpoint folder holds model/ and state.pt, e.g. "
+                       f"runs/train-local/checkpoints/step_0000300"
+                       + (f"; this looks like a training run: pick one in {hint}/" if hint.is_dir() else "") + ")")
+    check_task_names(tasks, Path(args.eval_dir) if args.eval_dir else None)
     result = evaluate_checkpoint(Path(args.checkpoint), Path(args.eval_dir) if args.eval_dir else None, tasks,
                                  Path(args.run) if args.run else None, args.batch_size, args.limit,
                                  args.bpb_sequences, args.seq_len, args.device)
@@ -147,6 +332,26 @@ def cmd_eval(args) -> int:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
         print(f"results: {args.output}")
     return 0
+
+
+def check_task_names(tasks: list[str], eval_dir: Path | None) -> None:
+    """Refuse a task that is neither a local JSONL in `eval_dir` nor known to lm-evaluation-harness
+    (before loading any model), suggesting the closest names."""
+    from pipelines.runner import RunError
+    local = sorted(p.stem for p in eval_dir.glob("*.jsonl")) if eval_dir and eval_dir.is_dir() else []
+    others = [t for t in tasks if t not in local]
+    if not others:
+        return
+    from lm_eval.tasks import TaskManager
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its index of thousands of tasks warns on some
+    known = set(TaskManager().all_tasks)
+    unknown = [t for t in others if t not in known]
+    if unknown:
+        t = unknown[0]
+        close = difflib.get_close_matches(t, sorted(set(local) | known), 3, 0.75)
+        raise RunError(f"--tasks: unknown task {t!r}" + (f" (did you mean {', '.join(close)}?)" if close else "")
+                       + f"; local tasks in {eval_dir}: {', '.join(local) or 'none'}; other names must be "
+                       "lm-evaluation-harness tasks (lm-eval ls tasks)")
 
 
 def cmd_ablate(args) -> int:
@@ -208,7 +413,7 @@ def cmd_submit(args) -> int:
     from jobs.submit import env_vars, job_args, submit
     from pipelines.runner import RunError
     cfg = _load(args)
-    run_args = job_args(cfg, args.config, args.overrides,
+    run_args = job_args(cfg, args.config, source_overrides(args.sources) + list(args.overrides),
                         ["--resume"] * args.resume + ["--overwrite"] * args.overwrite)
     env = env_vars(args.env)
     if args.kuberay:
@@ -224,17 +429,86 @@ def cmd_submit(args) -> int:
     return submit(cfg, run_args, args.address, env, python=args.python, wait=not args.no_wait)
 
 
+EXAMPLES = {
+    "run": """examples:
+  python zyda2.py run configs/local.yaml --output runs/mine             # whole pipeline on the shared fixtures
+  python zyda2.py run configs/local.yaml --output runs/mine --plan      # list inputs, stages, outputs; run nothing
+  python zyda2.py run configs/local.yaml --output runs/mine --sources dclm,zyda   # a subset of the sources
+  python zyda2.py run configs/local.yaml --output runs/mine --resume    # finish an interrupted run""",
+    "dedup": """example:
+  python zyda2.py dedup runs/local --output runs/local-b16 --set dedup.bands=16 --set dedup.rows=8""",
+    "train-quality": """examples:
+  python zyda2.py train-quality ../shared/data/quality/labels.jsonl --output runs/models/quality-fasttext.ftz
+  python zyda2.py train-quality --positive good/ --negative bad/ --output runs/models/mine.ftz""",
+    "eval-quality": """example (use labels the model was not trained on; an overlap is warned about):
+  python zyda2.py eval-quality runs/models/quality-fasttext.ftz heldout.jsonl""",
+    "train": """examples:
+  python zyda2.py train configs/train-local.yaml                        # tiny Zamba2 on runs/local's shards
+  python zyda2.py train configs/train-local.yaml --set steps=500 --resume""",
+    "anneal": """example:
+  python zyda2.py anneal configs/train-local.yaml --from runs/train-local/checkpoints/step_0000300""",
+    "publish": """example:
+  python zyda2.py publish runs/local --repo ORG/NAME --dry-run""",
+    "submit": """examples:
+  python zyda2.py submit configs/zyda2.yaml --address http://HEAD:8265 --output /shared/zyda2
+  python zyda2.py submit configs/zyda2.yaml --kuberay rayjob.yaml --working-dir-uri s3://bucket/zyda2.zip""",
+    "eval": """example:
+  python zyda2.py eval runs/train-local/checkpoints/step_0000300 --run runs/local --tasks arc_easy,piqa""",
+    "ablate": """example:
+  python zyda2.py ablate configs/ablate-local.yaml --set seeds=[0,1]""",
+    "show-config": """example:
+  python zyda2.py show-config configs/local.yaml --set dedup.bands=16 --set dedup.rows=8""",
+    "stats": """example:
+  python zyda2.py stats runs/local                                      # runs/local/stats/report.html""",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line, a suggestion for a mistyped choice, and exit code 2."""
+
+    def error(self, message: str):
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2))
+            close = difflib.get_close_matches(m.group(1), choices, 1)
+            message = message[:m.start()] + f"invalid choice: {m.group(1)!r}" + (
+                f" (did you mean {close[0]}?)" if close else f" (choose from {', '.join(choices)})")
+        m = re.match(r"unrecognized arguments: (--?[\w-]+)", message)
+        if m:
+            options = {o for a in self._actions for o in a.option_strings}
+            for a in self._actions:
+                for sub in (a.choices or {}).values() if isinstance(a.choices, dict) else ():
+                    options |= {o for b in sub._actions for o in b.option_strings}
+            close = difflib.get_close_matches(m.group(1), sorted(options), 1)
+            message += f" (did you mean {close[0]}?)" if close else ""
+        self.exit(2, f"zyda2: error: {self.prog}: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zyda2.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="zyda2.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+
+    class _Sub:
+        """add_parser with the command's examples as epilog and -v accepted after the command too."""
+
+        def add_parser(self, name, **kwargs):
+            p = subparsers.add_parser(name, epilog=EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                      **kwargs)
+            p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+            return p
+
+    sub = _Sub()
 
     p = sub.add_parser("run", help="run the stage graph: ingest -> filters -> dedup -> quality -> tokenize -> shards")
     _add_config_args(p)
     g = p.add_argument_group("run folder")
     g.add_argument("--resume", action="store_true", help="finish an interrupted run in --output, skipping done work")
     g.add_argument("--overwrite", action="store_true", help="delete an existing run in --output first")
+    g.add_argument("--allow-empty", action="store_true", help="go on when a source has no input file or ingests "
+                   "no document (default: an error naming the source)")
+    p.add_argument("--plan", action="store_true", help="dry run: list the input files per source, the stages and "
+                   "the outputs, and stop")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display (CI)")
     p.set_defaults(func=cmd_run)
 
@@ -245,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="dedup parameters to change, e.g. --set dedup.bands=9 --set dedup.rows=13")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted dedup in --output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_dedup)
 
@@ -316,7 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of <task>.jsonl files (default $ZYDA2_DATA/eval)")
     p.add_argument("--run", metavar="RUN_DIR", help="pipeline run whose per-component val shards get bits per byte")
     p.add_argument("--limit", type=int, help="items per task (default all)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default 16; lower it "
+                   "if memory runs out)")
     p.add_argument("--seq-len", type=int, default=256, help="window for bits per byte (default 256)")
     p.add_argument("--bpb-sequences", type=int, default=64, help="windows per component (default 64)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -357,10 +633,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_line(argv: list[str] | None) -> list[str]:
+    """The command as typed (interpreter included) when run from a shell; `python zyda2.py ARGS` when
+    `main` is called with explicit arguments (tests)."""
+    if argv is None and getattr(sys, "orig_argv", None) and any(a.endswith("zyda2.py") for a in sys.orig_argv):
+        return list(sys.orig_argv)
+    return ["python", "zyda2.py", *(sys.argv[1:] if argv is None else argv)]
+
+
+def resume_command(cmd: list[str]) -> str:
+    """`cmd` with --overwrite dropped and --resume added: what finishes an interrupted run."""
+    out = [a for a in cmd if a != "--overwrite"]
+    if "--resume" not in out:
+        out.append("--resume")
+    return shlex.join(out)
+
+
+RESUMABLE = {"run", "train", "anneal", "dedup"}
+
+
+def interrupt_message(args, signum: int) -> str:
+    """One line: which signal, what is finished, and the command that goes on from there."""
+    from pipelines.outputs import read_json
+    name = signal.Signals(signum).name
+    folder: Path | None = getattr(args, "run_folder", None)
+    done = ""
+    if folder is not None and (folder / "manifest.json").is_file() and args.command in ("run", "dedup"):
+        from pipelines.graph import STAGES
+        try:
+            stages = read_json(folder / "manifest.json").get("stages", {})
+        except (OSError, ValueError):
+            stages = {}
+        order = [s.name for s in STAGES]
+        stages = dict(sorted(stages.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+        finished = [s for s, st in stages.items() if isinstance(st, dict) and st.get("status") == "done"]
+        cut = [s for s, st in stages.items() if isinstance(st, dict) and st.get("status") == "interrupted"]
+        parts = []
+        for s in cut:
+            markers = folder / s / "_done"
+            n = len(list(markers.glob("*.json"))) if markers.is_dir() else 0
+            parts.append(f"{s} stopped with {n} partitions done")
+        done = (f"finished stages: {', '.join(finished) or 'none'}" + (f"; {'; '.join(parts)}" if parts else "")
+                + f" (in {folder})")
+    elif folder is not None and args.command in ("train", "anneal"):
+        from pipelines.trainer import latest_checkpoint
+        ckpt = latest_checkpoint(folder) if folder.is_dir() else None
+        done = f"last checkpoint: {ckpt}" if ckpt else f"no checkpoint yet in {folder}"
+    else:
+        done = "nothing to keep"
+    if args.command in RESUMABLE:
+        return f"zyda2: interrupted by {name}; {done}; resume with: {resume_command(args.command_line)}"
+    if args.command == "publish":
+        return f"zyda2: interrupted by {name}; the upload resumes where it stopped: {shlex.join(args.command_line)}"
+    if args.command == "submit":
+        return (f"zyda2: interrupted by {name}; a job already submitted keeps running on the cluster "
+                f"(ray job list --address {args.address})")
+    return f"zyda2: interrupted by {name}; {done}; run the same command again to start over"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = command_line(argv)
+    args.run_folder = None
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _received.clear()
+    handlers = install_signal_handlers()
     from pipelines.report import AccountingError
     from pipelines.runner import RunError
     from pipelines.publish import PublishError
@@ -369,16 +707,46 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.train_config import TrainError
     try:
         return args.func(args)
+    except KeyboardInterrupt as e:
+        signum = _received[0] if _received else getattr(e, "signum", signal.SIGINT)
+        print(interrupt_message(args, signum), file=sys.stderr, flush=True)
+        return 128 + signum
     except (ConfigError, RunError, AccountingError, FileNotFoundError, SourceAccessError, TrainError,
             PublishError, StatsError) as e:
         print(f"zyda2: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # an environment without the project's dependencies
+        print(f"zyda2: error: Python module {e.name!r} is missing: run with the project's environment "
+              f"(.venv/bin/python zyda2.py ..., after `make install`), not {sys.executable}", file=sys.stderr)
         return 2
     except OSError as e:
         if e.errno == errno.ENOSPC:
             print(f"zyda2: error: disk full writing {e.filename or 'outputs'}; free space or choose another "
                   "--output (then --resume)", file=sys.stderr)
             return 2
+        _report_bug(args)
         raise
+    except Exception:
+        _report_bug(args)
+        raise
+    finally:
+        if handlers:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _report_bug(args) -> None:
+    """An unexpected exception is a bug: its traceback goes to the run folder's log too, and a last
+    line says where (the traceback itself follows from Python)."""
+    folder: Path | None = args.run_folder
+    if folder is not None and folder.is_dir():
+        path = folder / "logs" / "error.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(f"$ {shlex.join(args.command_line)}\n{traceback.format_exc()}\n")
+        print(f"zyda2: internal error (a bug, please report it); traceback below and in {path}", file=sys.stderr)
+    else:
+        print("zyda2: internal error (a bug, please report it); traceback below", file=sys.stderr)
 
 
 if __name__ == "__main__":

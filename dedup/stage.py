@@ -18,6 +18,7 @@ shuffle 16·N·b bytes; components O(E) bytes per round over a few rounds.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from pipelines.config import SOURCE_NAMES, DedupConfig
 from pipelines.outputs import PartitionWriter, read_json, write_json, write_table
 from pipelines.schema import DOC_SCHEMA
 from pipelines.sources import SourceFile, make_id
-from pipelines.stages import Stage, StageContext, done_stats, marker_path, run_partitions, sum_by_source
+from pipelines.stages import Stage, StageContext, done_stats, run_partitions, sum_by_source, write_marker
 
 DECISION_SCHEMA = pa.schema([
     pa.field("nemo_id", pa.string(), nullable=False),
@@ -90,7 +91,7 @@ class DedupStage(Stage):
             ctx.progress.add.remote(sig_dir, n, path.stat().st_size)
             return {"source": sf.source, "docs": n}
 
-        run_partitions(ctx, sig_dir, f"{upstream_hash}-{tag}", sig_task)
+        run_partitions(ctx, sig_dir, f"{upstream_hash}-{tag}", sig_task, label=f"{ctx.label or self.name} signatures")
         apply_hash = ctx.cfg.section_hash("ingest", "heuristic_filter", "dedup")
         summary_path = ctx.out / "dedup" / "summary.json"
         cached = [done_stats(ctx, self.name, apply_hash, sf) for sf in ctx.files]
@@ -111,7 +112,7 @@ class DedupStage(Stage):
 
 def _log(ctx: StageContext, msg: str) -> None:
     if not ctx.quiet:
-        print(f"[dedup] {msg}", file=sys.stderr, flush=True)
+        print(f"[{ctx.label or 'dedup'}] {msg}", file=sys.stderr, flush=True)
 
 
 def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_hash: str) -> tuple[dict, list[dict]]:
@@ -208,9 +209,9 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
         for i in range(g, len(files), groups):
             sf = files[i]
             lo, hi = np.searchsorted(rows[:, 0], [np.uint64(i) << np.uint64(32), np.uint64(i + 1) << np.uint64(32)])
+            t0 = time.monotonic()
             stats = apply_decisions(ctx, sf, docs_dir, rows[lo:hi], id_table)
-            write_json(marker_path(ctx.out, "dedup", sf), {"config_hash": apply_hash, "src_url": sf.url,
-                                                              "stats": stats})
+            write_marker(ctx.out, "dedup", apply_hash, sf, stats, time.monotonic() - t0)
             results.append((i, stats))
         return results
 

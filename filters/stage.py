@@ -12,6 +12,8 @@ reason, documents and characters removed and the first few removed documents as 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,10 +21,12 @@ import pyarrow.parquet as pq
 import ray
 
 from filters.heuristics import HeuristicFilters
-from pipelines.outputs import write_json, write_table
+from pipelines.outputs import write_table
+from pipelines.progress import ProgressDisplay
 from pipelines.schema import with_quality_columns
 from pipelines.sources import SourceFile
-from pipelines.stages import Stage, StageContext, done_stats, marker_path, run_partitions, sum_by_source
+from pipelines.stages import (Stage, StageContext, docs_in, done_stats, input_bytes, run_partitions, sum_by_source,
+                              task_log, write_marker)
 
 EXCERPT_CHARS = 300
 
@@ -76,10 +80,11 @@ class HeuristicFilterStage(Stage):
         docs_dirs = dict(ctx.docs_dirs)
 
         def task(sf: SourceFile) -> dict:
-            table = pq.read_table(ctx.docs_path(sf, docs_dirs))
+            path = ctx.docs_path(sf, docs_dirs)
+            table = pq.read_table(path)
             filters = HeuristicFilters(cfg)
             reasons = [filters.check(t) for t in table.column("text").to_pylist()]
-            ctx.progress.add.remote(self.name, table.num_rows, 0)
+            ctx.progress.add.remote(self.name, table.num_rows, path.stat().st_size)
             return write_filtered(ctx, self.name, sf, table, reasons, cfg.examples_per_filter)
 
         stats = run_partitions(ctx, self.name, ctx.cfg.section_hash("ingest", "heuristic_filter"), task, files)
@@ -98,15 +103,17 @@ class QualityScorer:
         self.model = load_classifier(qcfg)
 
     def score(self, ctx: StageContext, docs_dirs: dict, sf: SourceFile, config_hash: str) -> dict:
-        table = pq.read_table(ctx.docs_path(sf, docs_dirs))
+        t0 = time.monotonic()
+        task_log(ctx.out, "quality_filter", sf, f"start {sf.url}")
+        path = ctx.docs_path(sf, docs_dirs)
+        table = pq.read_table(path)
         preds, probs = self.model.predict(table.column("text").to_pylist())
         table = with_quality_columns(table, preds, probs)
         keep = set(self.cfg.keep_labels)
         reasons = [None if p in keep else f"quality:{p}" for p in preds]
         stats = write_filtered(ctx, "quality_filter", sf, table, reasons, examples=5)
-        write_json(marker_path(ctx.out, "quality_filter", sf), {"config_hash": config_hash, "src_url": sf.url,
-                                                                 "stats": stats})
-        ctx.progress.add.remote("quality_filter", table.num_rows, 0)
+        write_marker(ctx.out, "quality_filter", config_hash, sf, stats, time.monotonic() - t0)
+        ctx.progress.add.remote("quality_filter", table.num_rows, path.stat().st_size)
         return stats
 
 
@@ -147,20 +154,32 @@ class QualityFilterStage(Stage):
                and cfg.fwe_min_int_score is not None]
 
         def fwe_task(sf: SourceFile) -> dict:
-            table = pq.read_table(ctx.docs_path(sf, docs_dirs))
+            path = ctx.docs_path(sf, docs_dirs)
+            table = pq.read_table(path)
+            ctx.progress.add.remote(self.name, table.num_rows, path.stat().st_size)
             scores = table.column("int_score").to_pylist()
             reasons = [None if s is not None and s >= cfg.fwe_min_int_score else
                        ("int_score_missing" if s is None else f"int_score_below_{cfg.fwe_min_int_score}")
                        for s in scores]
             return write_filtered(ctx, self.name, sf, with_quality_columns(table), reasons, examples=5)
 
-        stats += run_partitions(ctx, self.name, config_hash, fwe_task, fwe)
-
         scored = [sf for sf in ctx.files if sf.source in cfg.apply_to]
+        if not fwe and not scored:
+            run_partitions(ctx, self.name, config_hash, fwe_task, [])  # says there is nothing to do
+            return merge(ctx, self.name, [], upstream, 5)
+        # one progress line for both kinds of partition (the int_score cut and the classifier)
+        display = ProgressDisplay(self.name, len(fwe) + len(scored), ctx.progress, ctx.quiet,
+                                  label=ctx.label or self.name, weights=[input_bytes(sf) for sf in fwe + scored])
+        stats += run_partitions(ctx, self.name, config_hash, fwe_task, fwe, display=display)
         todo = []
         for sf in scored:
             done = done_stats(ctx, self.name, config_hash, sf)
-            stats.append(done) if done is not None else todo.append(sf)
+            if done is None:
+                todo.append(sf)
+            else:
+                stats.append(done)
+                display.skip(docs_in(done), input_bytes(sf))
+        display.update()
         if todo:
             if cfg.backend == "deberta":
                 from filters.quality import resolve_model_dir
@@ -173,9 +192,20 @@ class QualityFilterStage(Stage):
                                               max_task_retries=ctx.cfg.ray.max_retries)
             actors = [actor_cls.remote(cfg) for _ in range(n_actors)]
             pool = ray.util.ActorPool(actors)
-            stats += list(pool.map_unordered(lambda a, sf: a.score.remote(ctx, docs_dirs, sf, config_hash), todo))
+            for sf in todo:
+                pool.submit(lambda a, sf: a.score.remote(ctx, docs_dirs, sf, config_hash), sf)
+            weight = {(sf.source, sf.rel): input_bytes(sf) for sf in todo}
+            while pool.has_next():
+                try:
+                    done = pool.get_next_unordered(timeout=0.5)
+                except TimeoutError:
+                    display.update()
+                    continue
+                stats.append(done)
+                display.update(1, weight[(done["source"], done["src_file"])])
             for a in actors:
                 ray.kill(a)
+        display.close(sum(docs_in(s) for s in stats))
         order = {(sf.source, sf.rel): i for i, sf in enumerate(ctx.files)}
         stats.sort(key=lambda s: order[(s["source"], s["src_file"])])
         for source in set(cfg.apply_to) | ({"fwe"} if fwe else set()):

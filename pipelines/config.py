@@ -100,6 +100,17 @@ class IngestConfig:
 
 
 @dataclass
+class NetworkConfig:
+    """Remote reads (https://, hf://): how hard to retry and how many files to read from one host at once.
+    Never changes outputs, so not part of the config hash (a run can be resumed with other values)."""
+    retries: int = 8                   # failed attempts in a row (429 / 5xx / timeout / reset) before the run stops
+    backoff_s: float = 0.5             # first backoff ceiling (full jitter), doubling per attempt
+    max_backoff_s: float = 30.0        # ceiling of one backoff wait (a server's Retry-After is honoured)
+    timeout_s: float = 60.0            # connect and between-bytes timeout of one request
+    max_connections_per_host: int = 4  # files read at once from one host (the Hub rate-limits)
+
+
+@dataclass
 class HeuristicFilterConfig:
     enabled: bool = True
     apply_to: list[str] = field(default_factory=list)  # sources the Zyda-1 heuristics run on
@@ -155,6 +166,7 @@ class TokenizeConfig:
     tokenizer: str = "mistral-v0.1"
     add_bos: bool = False
     append_eos: bool = True
+    cache_units: int = 1_000_000  # distinct pre-tokenized units whose ids a worker keeps (~100 bytes each)
 
 
 @dataclass
@@ -180,6 +192,7 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
     heuristic_filter: HeuristicFilterConfig = field(default_factory=HeuristicFilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     quality_filter: QualityFilterConfig = field(default_factory=QualityFilterConfig)
@@ -193,12 +206,25 @@ class Config:
         """Hash of the named sections: what a stage's outputs depend on (used to refuse stale outputs)."""
         data = {n: dataclasses.asdict(getattr(self, n)) if dataclasses.is_dataclass(getattr(self, n))
                 else _plain(getattr(self, n)) for n in names}
-        return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(data)
 
     def hash(self) -> str:
         """Hash of everything that shapes the outputs: not where they go, nor how many workers make them."""
-        data = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "ray", "run_name")}
-        return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
+        data = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "ray", "run_name", "network")}
+        return _digest(data)
+
+
+# Settings that change speed or memory, never the bytes of an output: left out of every hash, so that
+# a resumed run may change them.
+TUNING_KEYS = (("tokenize", "cache_units"),)
+
+
+def _digest(data: dict) -> str:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for section, key in TUNING_KEYS:
+        if isinstance(data.get(section), dict):
+            data[section].pop(key, None)
+    return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _plain(value: Any) -> Any:
@@ -372,7 +398,11 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
             root = Path(cfg.input_dir) if cfg.input_dir and not is_url(cfg.input_dir) else base_dir
             src.path = str((root / src.path).resolve())
             if not Path(src.path).is_dir():
-                raise ConfigError(f"sources.{name}.path: folder does not exist: {src.path}")
+                if cfg.input_dir and not is_url(cfg.input_dir) and not Path(cfg.input_dir).is_dir():
+                    raise ConfigError(f"--input/input_dir: folder does not exist: {cfg.input_dir}")
+                raise ConfigError(f"sources.{name}.path: folder does not exist: {src.path} (an input folder holds "
+                                  "dclm/, fineweb-edu/, zyda/, dolma-cc/; run without this source with --sources "
+                                  f"or --set sources.{name}.enabled=false)")
     for key, names in (("dedup.source_rank", cfg.dedup.source_rank),
                        ("quality_filter.apply_to", cfg.quality_filter.apply_to),
                        ("heuristic_filter.apply_to", cfg.heuristic_filter.apply_to),
@@ -410,9 +440,14 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
                 or any(v < 0 for v in r.resources.values()):
             raise ConfigError(f"ray.stage_resources.{stage}: num_cpus and resources must be >= 0, memory_mb > 0")
     for key, value in (("ingest.batch_docs", cfg.ingest.batch_docs), ("ray.task_cpus", cfg.ray.task_cpus),
-                       ("dedup.partitions", cfg.dedup.partitions), ("dedup.ngram", cfg.dedup.ngram)):
+                       ("dedup.partitions", cfg.dedup.partitions), ("dedup.ngram", cfg.dedup.ngram),
+                       ("tokenize.cache_units", cfg.tokenize.cache_units),
+                       ("network.max_connections_per_host", cfg.network.max_connections_per_host),
+                       ("network.timeout_s", cfg.network.timeout_s)):
         if value <= 0:
             raise ConfigError(f"{key}: must be > 0, got {value}")
+    if cfg.network.retries < 0 or cfg.network.backoff_s < 0 or cfg.network.max_backoff_s < 0:
+        raise ConfigError("network.retries, backoff_s and max_backoff_s must be >= 0")
     return cfg
 
 

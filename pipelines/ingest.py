@@ -7,27 +7,68 @@ only when complete, the stats file last, so a partition either exists whole or n
 
 from __future__ import annotations
 
+import functools
+import math
+from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config import IngestConfig
 from pipelines.outputs import PartitionWriter
-from pipelines.readers import ArrowBatch, Bad, JsonRecord, read_json_lines, read_parquet
+from pipelines.readers import (ArrowBatch, Bad, JsonRecord, _first_bad_byte, _text_as_utf8, invalid_utf8_rows,
+                               read_json_lines, read_parquet)
 from pipelines.schema import DOC_SCHEMA, LIFTED, QUARANTINE_SCHEMA
+from pipelines.remote import RetryPolicy, open_input
 from pipelines.sources import SourceFile, make_id
 
 MAX_BATCH_TEXT_BYTES = 64 << 20  # flush a batch early when its text exceeds this (huge documents)
 
 _TYPED = {"url": str, "native_id": str, "int_score": int, "edu_score": float, "dclm_fasttext_prob": float}
+_INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
-def _typed(value, tp):
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value if isinstance(value, tp) and not isinstance(value, bool) else None
+def _typed(value, tp) -> tuple[object, str | None]:
+    """(`value` cast to the typed column's type, None) or (None, why not).
+
+    Native types drift between dumps and producers (FineWeb-Edu `int_score` int64 / int32 / double,
+    `score` float32 / double, numbers as strings, `NaN` from Python's json): a value is cast when it is
+    integral / parseable and finite, null otherwise; the original stays in `metadata` either way."""
+    if type(value) is tp and (tp is not float or math.isfinite(value)):  # the common case, first
+        return value, None
+    if value is None:
+        return None, None
+    if isinstance(value, bool):
+        return None, "bool"
+    if tp is str:
+        if isinstance(value, str):
+            return value, None
+        return (str(value), None) if isinstance(value, int) else (None, type(value).__name__)
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            try:
+                value = float(value)
+            except ValueError:
+                return None, "not_a_number"
+    elif isinstance(value, Decimal):
+        value = int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            return None, "out_of_range"
+        return (float(value) if tp is float else value), None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None, "non_finite"
+        if tp is float:
+            return value, None
+        return (int(value), None) if value.is_integer() and _INT64[0] <= value <= _INT64[1] \
+            else (None, "non_integral")
+    return None, type(value).__name__
 
 
 def _nested_url(source: str, obj: dict) -> str | None:
@@ -43,7 +84,12 @@ def _nested_url(source: str, obj: dict) -> str | None:
 
 
 class Normaliser:
-    """Accumulates documents of one file as DOC_SCHEMA columns and quarantine records."""
+    """Accumulates documents of one file as DOC_SCHEMA columns and quarantine records.
+
+    Text is checked once, here, so no later stage meets text it cannot process: missing / null /
+    non-string, invalid UTF-8 (Arrow columns; JSON lines are checked per line by the reader), empty
+    (`empty_text`) and only Unicode whitespace (`blank_text`, Python's `str.isspace` = Arrow's
+    `utf8_is_space`) are quarantined with their reason."""
 
     def __init__(self, sf: SourceFile, excerpt_chars: int):
         self.sf = sf
@@ -51,6 +97,8 @@ class Normaliser:
         self.lifted = LIFTED[sf.source]
         self.quarantine: dict[str, list] = {n: [] for n in QUARANTINE_SCHEMA.names}
         self.reasons: dict[str, int] = {}
+        self.typed_nulls: dict[str, int] = {}  # "<column>:<why>" -> native values that became null
+        self.unread_bytes = 0
 
         self.cols: dict[str, list] = {n: [] for n in DOC_SCHEMA.names}
         self.ready: list[pa.RecordBatch] = []  # sealed batches, in row order
@@ -60,7 +108,7 @@ class Normaliser:
     def __len__(self):
         return len(self.cols["nemo_id"]) + self.ready_docs
 
-    def bad(self, row: int | None, offset: int | None, reason: str, raw: bytes | str):
+    def bad(self, row: int | None, offset: int | None, reason: str, raw: bytes | str, unread_bytes: int | None = None):
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         q = self.quarantine
         q["source"].append(self.sf.source)
@@ -69,8 +117,13 @@ class Normaliser:
         q["byte_offset"].append(offset)
         q["reason"].append(reason)
         q["excerpt"].append(text[: self.excerpt_chars])
+        q["unread_bytes"].append(unread_bytes)
+        self.unread_bytes += unread_bytes or 0
         key = reason.split(":", 1)[0]
         self.reasons[key] = self.reasons.get(key, 0) + 1
+
+    def _note(self, key: str, n: int = 1):
+        self.typed_nulls[key] = self.typed_nulls.get(key, 0) + n
 
     def _split(self, native: dict) -> tuple[dict, dict]:
         """(typed columns lifted out of the native fields, every other native field verbatim)."""
@@ -79,11 +132,15 @@ class Normaliser:
             if k == "text":
                 continue
             target = self.lifted.get(k)
-            typed = _typed(v, _TYPED[target]) if target else None
+            typed, why = _typed(v, _TYPED[target]) if target else (None, None)
             if typed is not None:
                 lifted[target] = typed
             else:
+                if isinstance(v, float) and not math.isfinite(v):  # readable in metadata, as JSON lines have it
+                    v = "NaN" if v != v else "Infinity" if v > 0 else "-Infinity"
                 rest[k] = v
+                if why:
+                    self._note(f"{target}:{why}")
         if "url" not in lifted:
             lifted["url"] = _nested_url(self.sf.source, native)
         return lifted, rest
@@ -93,7 +150,8 @@ class Normaliser:
         problem = ("missing_text: record has no 'text' field" if text is _MISSING
                    else "null_text: 'text' is null" if text is None
                    else f"text_not_string: 'text' is {type(text).__name__}" if not isinstance(text, str)
-                   else "empty_text: 'text' is an empty string" if not text else None)
+                   else "empty_text: 'text' is an empty string" if not text
+                   else "blank_text: 'text' holds only whitespace" if text.isspace() else None)
         if problem:
             self.bad(row, None, problem, orjson.dumps(obj)[: self.excerpt_chars * 4])
             return
@@ -109,31 +167,71 @@ class Normaliser:
         c["metadata"].append(orjson.dumps(rest).decode())
         self.text_bytes += raw_len
 
+    def _native_rows(self, batch: pa.RecordBatch, names: list[str]) -> list[dict]:
+        """The non-text columns as Python rows. Invalid UTF-8 in a string column becomes U+FFFD
+        (metadata never costs a document its place); a column Python cannot represent becomes null."""
+        if not names:
+            return [{}] * batch.num_rows
+        values = []
+        for name in names:
+            col = batch.column(name)
+            t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+            if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+                as_str = _text_as_utf8(col)
+                if bad := invalid_utf8_rows(as_str):
+                    self._note(f"{name}:invalid_utf8_replaced", len(bad))
+                    col = pa.array([None if v is None else v.decode("utf-8", "replace")
+                                    for v in as_str.view(pa.binary()).to_pylist()], pa.string())
+            try:
+                values.append(col.to_pylist())
+            except (UnicodeDecodeError, pa.ArrowException, ValueError, OverflowError):
+                self._note(f"{name}:unreadable", batch.num_rows)
+                values.append([None] * batch.num_rows)
+        return [dict(zip(names, row)) for row in zip(*values)]
+
     def add_arrow(self, start_row: int, batch: pa.RecordBatch):
         """Columnar path for parquet: text stays in Arrow (no Python strings), only the small native
         columns go through Python. Pending JSON rows are sealed first so row order is kept."""
-        text = batch.column("text")
-        if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
-            for i in range(batch.num_rows):
-                self.bad(start_row + i, None, f"text_not_string: 'text' column is {text.type}",
-                         str(text[i].as_py()))
-            return
-        text = text.cast(pa.string())
-        valid = pc.fill_null(pc.greater(pc.utf8_length(text), 0), False)
+        raw_text = batch.column("text")
         others = [n for n in batch.schema.names if n != "text"]
-        rows = batch.select(others).to_pylist() if others else [{}] * batch.num_rows
-        keep_idx = []
-        for i, ok in enumerate(valid.to_pylist()):
-            if ok:
-                keep_idx.append(i)
-            else:
-                self.bad(start_row + i, None, "empty_text: 'text' is an empty string" if text[i].is_valid
-                         else "null_text: 'text' is null", orjson.dumps(rows[i], default=str))
-        if not keep_idx:
+        text = _text_as_utf8(raw_text)
+        if text is None:
+            for i in range(batch.num_rows):
+                self.bad(start_row + i, None, f"text_not_string: 'text' column is {raw_text.type}",
+                         str(raw_text[i].as_py()))
+            return
+        invalid = invalid_utf8_rows(text)
+        valid_idx = np.arange(len(text))
+        if invalid:  # Arrow's string kernels may only see valid UTF-8: they run on the valid rows
+            valid_idx = np.delete(valid_idx, invalid)
+            clean = text.take(pa.array(valid_idx))
+        else:
+            clean = text
+        keep = pc.fill_null(pc.and_(pc.greater(pc.binary_length(clean), 0),
+                                    pc.invert(pc.utf8_is_space(clean))), False)
+        keep_idx = valid_idx[keep.to_numpy(zero_copy_only=False)]
+        rows = self._native_rows(batch, others)
+        if len(keep_idx) < batch.num_rows:
+            bad_utf8 = set(invalid)
+            kept = set(keep_idx.tolist())
+            for i in range(batch.num_rows):
+                if i in kept:
+                    continue
+                if i in bad_utf8:
+                    reason = f"invalid_utf8: byte {_first_bad_byte(text, i)} of 'text'"
+                    excerpt = text.view(pa.binary())[i].as_py()
+                elif not text[i].is_valid:
+                    reason, excerpt = "null_text: 'text' is null", orjson.dumps(rows[i], default=str)
+                elif len(text[i].as_py()) == 0:
+                    reason, excerpt = "empty_text: 'text' is an empty string", orjson.dumps(rows[i], default=str)
+                else:
+                    reason, excerpt = "blank_text: 'text' holds only whitespace", text[i].as_py()
+                self.bad(start_row + i, None, reason, excerpt)
+        if not len(keep_idx):
             return
         self._seal()
         cols: dict[str, list] = {n: [] for n in DOC_SCHEMA.names if n != "text"}
-        for i in keep_idx:
+        for i in keep_idx.tolist():
             row = start_row + i
             cols["nemo_id"].append(make_id(self.sf.id_prefix, row, self.sf.partition))
             cols["src_row"].append(row)
@@ -167,12 +265,19 @@ class Normaliser:
 _MISSING = object()
 
 
-def ingest_file(sf: SourceFile, cfg: IngestConfig, out_root: Path, progress=None) -> dict:
-    """Read one input file and write `ingest/<source>/<part>.parquet` (+ quarantine). Returns stats."""
+def ingest_file(sf: SourceFile, cfg: IngestConfig, out_root: Path, progress=None,
+                network: RetryPolicy | None = None) -> dict:
+    """Read one input file and write `ingest/<source>/<part>.parquet` (+ quarantine). Returns stats:
+    counts, `typed_nulls` ({"<column>:<why>": n}: native values that could not be cast), and
+    `incomplete_files` ({src_file: unread on-disk bytes} for a file whose rest could not be read).
+
+    Raises `CountMismatch` (reader count != the format's own count) and `RemoteReadError`."""
+    opener = functools.partial(open_input, policy=network)
     norm = Normaliser(sf, cfg.excerpt_chars)
     writer = PartitionWriter(out_root / "ingest" / sf.source / f"{sf.part_name}.parquet", DOC_SCHEMA)
     read = docs = chars = nbytes = 0
     since_report = 0
+    incomplete: dict[str, int] = {}
 
     def flush():
         nonlocal docs, chars
@@ -182,9 +287,9 @@ def ingest_file(sf: SourceFile, cfg: IngestConfig, out_root: Path, progress=None
             writer.write(batch)
 
     if sf.fmt == "parquet":
-        events = read_parquet(sf.url, cfg.batch_docs, cfg.max_docs_per_file)
+        events = read_parquet(sf.url, cfg.batch_docs, cfg.max_docs_per_file, opener=opener)
     else:
-        events = read_json_lines(sf.url, sf.fmt, cfg.max_docs_per_file)
+        events = read_json_lines(sf.url, sf.fmt, cfg.max_docs_per_file, opener=opener)
     for ev in events:
         if isinstance(ev, JsonRecord):
             norm.add_json(ev.row, ev.obj, ev.n_bytes)
@@ -198,8 +303,11 @@ def ingest_file(sf: SourceFile, cfg: IngestConfig, out_root: Path, progress=None
             nbytes += ev.n_bytes
             since_report += ev.batch.num_rows
         elif isinstance(ev, Bad):
-            norm.bad(ev.row, ev.byte_offset, ev.reason, ev.raw)
+            norm.bad(ev.row, ev.byte_offset, ev.reason, ev.raw, ev.unread_bytes)
             read += 1
+            if ev.unread_bytes is not None:
+                incomplete[sf.rel] = ev.unread_bytes
+            since_report += 1  # live counts are of records read, as the report's `in`
         if len(norm) >= cfg.batch_docs or norm.text_bytes >= MAX_BATCH_TEXT_BYTES:
             flush()
         if progress is not None and since_report >= cfg.batch_docs:
@@ -214,4 +322,5 @@ def ingest_file(sf: SourceFile, cfg: IngestConfig, out_root: Path, progress=None
     writer.close(extra={q_path: quarantine} if quarantine.num_rows else {})
     n_quarantined = quarantine.num_rows
     return {"source": sf.source, "src_file": sf.rel, "read": read, "out": docs, "chars_out": chars,
-            "removed": {}, "quarantined": n_quarantined, "quarantine_reasons": dict(sorted(norm.reasons.items()))}
+            "removed": {}, "quarantined": n_quarantined, "quarantine_reasons": dict(sorted(norm.reasons.items())),
+            "typed_nulls": dict(sorted(norm.typed_nulls.items())), "incomplete_files": incomplete}

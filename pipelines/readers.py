@@ -1,39 +1,68 @@
 """Streaming readers for the sources' native file formats.
 
-A reader turns one file into a stream of events: a `Record` (one decoded JSON object, or one Arrow
-batch for parquet) or a `Bad` (what could not be read, where, and why). Readers never raise on bad
-content: a malformed line, invalid UTF-8, a truncated gzip stream or a missing column all become
-`Bad` events, so the ingest stage can quarantine them and account for every record.
+A reader turns one file into a stream of events: a `JsonRecord` (one decoded JSON object), an
+`ArrowBatch` (parquet) or a `Bad` (what could not be read, where, and why). Readers never raise on
+bad content: a malformed line, invalid UTF-8, a truncated stream or a missing column all become
+`Bad` events, so the ingest stage can quarantine them and account for every record. They do raise
+`CountMismatch` when their own count disagrees with one taken independently of the parser (a reader
+bug must fail the run, not lose records), and `RemoteReadError` when the network fails for good.
 
 Why our own line loop instead of datatrove's `JsonlReader`: datatrove skips malformed lines with a
 log warning (a silent drop for our accounting) and stops at a truncated stream without saying
 where; `benchmarks/ingest.py` measures this loop against it (see README for the figures).
-Files are opened through fsspec, so local paths, hf:// and https:// all stream the same way.
+Files are opened through fsspec (`pipelines.remote` adds retries for URLs), so local paths, hf://
+and https:// all stream the same way.
+
+JSON lines as producers write them:
+- a UTF-8 byte-order mark at the start of a line (start of the file or of a concatenated part) is
+  dropped; CRLF line ends are accepted;
+- `NaN`, `Infinity`, `-Infinity` (Python's `json.dumps` default) are read as the strings "NaN",
+  "Infinity", "-Infinity": typed columns get null (reason `non_finite`), `metadata` keeps them readable;
+- lone surrogate escapes (`\\ud83d` without its pair; valid pairs decode normally): in `text` the
+  record is quarantined (`lone_surrogate`, naming the code unit and character index); in any other
+  field the code unit becomes U+FFFD, since metadata never costs a document its place.
+  Parquet cannot hold surrogates: their UTF-8 form is invalid UTF-8 (`invalid_utf8`);
+- invalid UTF-8 bytes: in `text` the line is quarantined (`invalid_utf8`); only in other fields, the
+  record is kept with U+FFFD for them (as for parquet metadata columns).
 """
 
 from __future__ import annotations
 
-import io
+import json
+import math
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
-import fsspec
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
+from pipelines.remote import RemoteReadError, open_input
+from pipelines.report import AccountingError
+
 READ_BUFFER = 1 << 20  # bytes read from the (possibly remote) file per request; independent of batch size
+
+BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 @dataclass
 class Bad:
-    """A record (or the rest of a file) that could not be read."""
+    """A record (or the rest of a file) that could not be read.
+
+    `unread_bytes`: for a record standing for the rest of a file, the file's (compressed, on-disk)
+    bytes after the last byte its decoder accepted; None for a single record."""
     row: int | None
     byte_offset: int | None
     reason: str
     raw: bytes = b""
+    unread_bytes: int | None = None
 
 
 @dataclass
@@ -54,81 +83,307 @@ class TruncatedStream(EOFError):
     """The compressed stream ended before its end-of-stream marker."""
 
 
-def _decompressed_chunks(raw: io.BufferedIOBase, fmt: str) -> Iterator[bytes]:
+class NotCompressed(ValueError):
+    """The file does not start with the magic number of its format."""
+
+
+class TrailingBytes(ValueError):
+    """Bytes after the last complete gzip member / zstd frame that do not start another one."""
+
+
+class CountMismatch(AccountingError):
+    """A reader's record count disagrees with the count the format gives independently: a reader bug."""
+
+
+@dataclass
+class StreamStats:
+    """Figures taken apart from the line parser: compressed bytes read and consumed, newlines seen."""
+    size: int | None = None    # on-disk size when the file system gives it
+    read: int = 0              # compressed bytes read from the file
+    consumed: int = 0          # compressed bytes accepted by the decoder (complete members + current one)
+    newlines: int = 0          # b"\n" in the decompressed stream
+    last_byte: bytes = b""     # last decompressed byte (an unterminated last line is a record too)
+    members: int = 0           # complete gzip members / zstd frames
+    padding: int = 0           # zero bytes between or after gzip members (allowed, as gzip(1) does)
+
+
+def _member_start(fmt: str, head: bytes) -> bool:
+    if fmt == "jsonl.gz":
+        return head[:2] == GZIP_MAGIC
+    # a zstd frame, or a skippable frame (magic 0x184D2A5?, little-endian)
+    return head[:4] == ZSTD_MAGIC or (head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50)
+
+
+def _decompressed_chunks(raw, fmt: str, st: StreamStats, read_buffer: int = READ_BUFFER) -> Iterator[bytes]:
     """Decompressed bytes in chunks, yielding everything that decoded before a truncation or
-    corruption is raised (a buffered line reader would lose the complete lines just before it)."""
+    corruption is raised (a buffered line reader would lose the complete lines just before it).
+
+    Multi-member gzip and multi-frame zstd decode the same whatever `read_buffer` is: a new decoder
+    starts wherever the previous member ended, also exactly at a read boundary."""
+    def count(out: bytes) -> bytes:
+        if out:
+            st.newlines += out.count(b"\n")
+            st.last_byte = out[-1:]
+        return out
+
     if fmt == "jsonl":
-        while chunk := raw.read(READ_BUFFER):
-            yield chunk
+        while chunk := raw.read(read_buffer):
+            st.read += len(chunk)
+            st.consumed += len(chunk)
+            yield count(chunk)
+        if not st.read:
+            raise TruncatedStream("the file has 0 bytes")
         return
     new = (lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)) if fmt == "jsonl.gz" \
         else (lambda: zstandard.ZstdDecompressor().decompressobj())
-    d = new()
-    while chunk := raw.read(READ_BUFFER):
-        while chunk:
-            yield d.decompress(chunk)
-            chunk = b""
-            if d.eof and d.unused_data:  # concatenated members / frames
-                chunk, d = d.unused_data, new()
-    if not d.eof:
+    need = 2 if fmt == "jsonl.gz" else 4
+    d, pending = None, b""
+    while True:
+        chunk = raw.read(read_buffer)
+        st.read += len(chunk)
+        data, pending = pending + chunk, b""
+        while data:
+            if d is None or d.eof:  # at a member boundary
+                if d is not None:
+                    st.members += 1
+                    d = None
+                if fmt == "jsonl.gz" and st.members:
+                    stripped = data.lstrip(b"\0")
+                    st.padding += len(data) - len(stripped)
+                    st.consumed += len(data) - len(stripped)
+                    data = stripped
+                    if not data:
+                        break
+                if len(data) < need and chunk:
+                    pending = data  # a magic number split by the read boundary
+                    break
+                if not _member_start(fmt, data):
+                    kind = "gzip member" if fmt == "jsonl.gz" else "zstd frame"
+                    if len(data) < need and (GZIP_MAGIC if fmt == "jsonl.gz" else ZSTD_MAGIC).startswith(data):
+                        raise TruncatedStream(f"the file ends inside the header of a {kind}")
+                    if not st.members:
+                        raise NotCompressed(f"not a {kind}: the file starts with bytes {data[:4].hex()}")
+                    rest = len(data) + sum(len(c) for c in iter(lambda: raw.read(read_buffer), b""))
+                    st.read += rest - len(data)
+                    raise TrailingBytes(f"trailing bytes after the last member: {rest} bytes that do not start "
+                                        f"a {kind}")
+                d = new()
+            before = len(data)
+            out = d.decompress(data)
+            data = d.unused_data if d.eof else b""
+            st.consumed += before - len(data)
+            yield count(out)
+        if not chunk:
+            break
+    if d is None and st.members == 0:
+        raise TruncatedStream("the file has 0 bytes")
+    if d is not None and not d.eof:
         raise TruncatedStream("compressed stream ended before its end-of-stream marker")
+    if d is not None:
+        st.members += 1
 
 
-def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _lines(chunks: Iterator[bytes], partial: list[bytes] | None = None) -> Iterator[bytes]:
+    """Lines of the chunks; `partial[0]` holds the incomplete line when the chunks break off."""
     rest = b""
     for chunk in chunks:
         if not chunk:
             continue
         parts = (rest + chunk).split(b"\n")
         rest = parts.pop()
+        if partial is not None:
+            partial[:] = [rest]
         yield from parts
     if rest:
         yield rest
 
 
-_STREAM_ERRORS = (EOFError, zlib.error, zstandard.ZstdError, OSError)
+_STREAM_ERRORS = (EOFError, zlib.error, zstandard.ZstdError, OSError, TrailingBytes, NotCompressed)
 
 
-def read_json_lines(url: str, fmt: str, max_records: int | None = None) -> Iterator[JsonRecord | Bad]:
-    """One event per line of a (compressed) JSON-lines file; `row` is the 0-based line index."""
-    row, offset = 0, 0
+def _repair(value):
+    """A JSON value decoded by the stdlib fallback, made storable: lone surrogates -> U+FFFD,
+    integers beyond int64 -> their decimal string (orjson and Arrow cannot hold them), non-finite
+    numbers -> the literal they were written as."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if _INT64[0] <= value <= _INT64[1] else str(value)
+    if isinstance(value, list):
+        return [_repair(v) for v in value]
+    if isinstance(value, dict):
+        return {_repair(k): _repair(v) for k, v in value.items()}
+    return value
+
+
+def _parse(body: bytes) -> dict | list | str | int | float | None | tuple[str]:
+    """orjson, then (for what it rejects) the stdlib parser, which reads the non-standard literals
+    `NaN`/`Infinity`/`-Infinity`, lone surrogate escapes and integers beyond 64 bits.
+    Returns the value, or a 1-tuple with the reason it cannot be read."""
     try:
-        with fsspec.open(url, "rb", block_size=READ_BUFFER) as raw:
-            for line in _lines(_decompressed_chunks(raw, fmt)):
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        first_error = e
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return (f"malformed_json: {first_error}",)
+    if isinstance(obj, dict):
+        text = obj.get("text")
+        if isinstance(text, str) and (m := _SURROGATE.search(text)):
+            return (f"lone_surrogate: U+{ord(m.group()):04X} without its pair at character {m.start()} of 'text'",)
+        if isinstance(text, float):  # a non-finite literal as the text: not a string, not repaired into one
+            return {k: (v if k == "text" else _repair(v)) for k, v in obj.items()}
+    return _repair(obj)
+
+
+def _parse_invalid_utf8(body: bytes, start: int) -> dict | tuple[str]:
+    """A line holding invalid UTF-8: kept when the invalid bytes are only in fields other than `text`
+    (they become U+FFFD there, as in parquet metadata columns); quarantined when `text` has them."""
+    reason = (f"invalid_utf8: byte {start} of the line",)
+    try:
+        obj = json.loads(body.decode("utf-8", "surrogateescape"))  # invalid bytes -> U+DC80..U+DCFF
+    except (ValueError, RecursionError):
+        return reason
+    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or _SURROGATE.search(obj["text"]):
+        return reason
+    return _repair(obj)
+
+
+def read_json_lines(url: str, fmt: str, max_records: int | None = None, read_buffer: int | None = None,
+                    opener=None) -> Iterator[JsonRecord | Bad]:
+    """One event per line of a (compressed) JSON-lines file; `row` is the 0-based line index.
+
+    After the whole file, the rows emitted must equal the newline-terminated records of the
+    decompressed stream (counted per chunk, apart from the line splitter) and the compressed bytes
+    consumed must equal the file size, else `CountMismatch`. `opener(url)` returns a binary file
+    object with `.size` (default: `pipelines.remote.open_input`)."""
+    st = StreamStats()
+    row, offset = 0, 0
+    partial = [b""]
+    try:
+        with (opener or open_input)(url) as raw:
+            st.size = getattr(raw, "size", None)
+            for line in _lines(_decompressed_chunks(raw, fmt, st, read_buffer or READ_BUFFER), partial):
                 if max_records is not None and row >= max_records:
                     return
                 n = len(line) + 1
                 body = line.strip()
+                if body.startswith(BOM):
+                    body = body[len(BOM):].strip()
                 if not body:
                     yield Bad(row, offset, "blank_line", line)
                 else:
                     try:
                         body.decode("utf-8")
                     except UnicodeDecodeError as e:
-                        yield Bad(row, offset, f"invalid_utf8: byte {e.start} of the line", line)
+                        obj = _parse_invalid_utf8(body, e.start)
                     else:
-                        try:
-                            obj = orjson.loads(body)
-                        except orjson.JSONDecodeError as e:
-                            yield Bad(row, offset, f"malformed_json: {e}", line)
-                        else:
-                            if isinstance(obj, dict):
-                                yield JsonRecord(row, obj, n)
-                            else:
-                                yield Bad(row, offset, f"not_an_object: JSON {type(obj).__name__}", line)
+                        obj = _parse(body)
+                    if isinstance(obj, tuple):
+                        yield Bad(row, offset, obj[0], line)
+                    elif isinstance(obj, dict):
+                        yield JsonRecord(row, obj, n)
+                    else:
+                        yield Bad(row, offset, f"not_an_object: JSON {type(obj).__name__}", line)
                 row += 1
                 offset += n
     except _STREAM_ERRORS as e:
-        yield Bad(row, offset, f"truncated_or_corrupt_file: {type(e).__name__}: {e} "
-                               f"(after {row} complete lines, {offset} decompressed bytes)")
+        unread = None if st.size is None else max(0, st.size - st.consumed)
+        if isinstance(e, TrailingBytes):
+            reason = f"trailing_bytes: {e} (after {st.members} complete members, {row} lines)"
+        elif isinstance(e, TruncatedStream) and st.read == 0:
+            reason = "empty_file: the file has 0 bytes"
+        else:
+            reason = (f"truncated_or_corrupt_file: {type(e).__name__}: {e} "
+                      f"(after {row} complete lines, {offset} decompressed bytes)")
+        # the excerpt is the start of the incomplete last line (from byte_offset of the decompressed stream)
+        yield Bad(row, offset, reason, partial[0], unread_bytes=None if reason.startswith("empty_file") else unread)
+        return
+    expected = st.newlines + (1 if st.last_byte not in (b"", b"\n") else 0)
+    if row != expected:
+        raise CountMismatch(f"{url}: the reader emitted {row} lines but the decompressed stream holds {expected}")
+    if st.size is not None and st.read != st.size:
+        raise CountMismatch(f"{url}: read {st.read} of {st.size} bytes")
 
 
-def read_parquet(url: str, batch_rows: int, max_records: int | None = None) -> Iterator[ArrowBatch | Bad]:
-    """Arrow batches of a parquet file; a file without a `text` column yields one Bad per row."""
-    row = 0
+def _text_as_utf8(col: pa.Array) -> pa.Array | None:
+    """`col` as a `string` array when it holds strings in any Arrow encoding (string, large_string,
+    string_view, dictionary of these, binary/large_binary/binary_view as UTF-8); None otherwise.
+    Not validated: see `invalid_utf8_rows`."""
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    t = col.type
+    if pa.types.is_string(t):
+        return col
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return col.cast(pa.large_binary() if pa.types.is_large_string(t) else pa.binary()) \
+            .cast(pa.binary()).view(pa.string())
+    if pa.types.is_binary(t):
+        return col.view(pa.string())
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return col.cast(pa.binary()).view(pa.string())
+    return None
+
+
+def invalid_utf8_rows(col: pa.Array) -> list[int]:
+    """Indices of the values of a `string` array that are not valid UTF-8, in order.
+
+    Arrow's full validation is vectorised (C++) but stops at the first bad value, so the array is
+    bisected: O(k log n) validations for k bad values, one pass when there are none."""
     try:
-        with fsspec.open(url, "rb", block_size=READ_BUFFER) as raw:
+        col.validate(full=True)
+        return []
+    except pa.ArrowInvalid:
+        pass
+    if len(col) == 1:
+        return [0]
+    half = len(col) // 2
+    return invalid_utf8_rows(col.slice(0, half)) + [half + i for i in invalid_utf8_rows(col.slice(half))]
+
+
+def _first_bad_byte(col: pa.Array, i: int) -> int:
+    raw = col.view(pa.binary())[i].as_py()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start
+    return -1
+
+
+def _parquet_unread(size: int | None, meta, rows_read: int) -> int | None:
+    """On-disk bytes of a parquet file not read: the whole file when its footer is unreadable, else
+    the compressed size of the row groups not wholly read."""
+    if size is None:
+        return None
+    if meta is None:
+        return size
+    unread, first = 0, 0
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        if first + rg.num_rows > rows_read:
+            unread += rg.total_compressed_size
+        first += rg.num_rows
+    return unread
+
+
+def read_parquet(url: str, batch_rows: int, max_records: int | None = None, opener=None) -> Iterator[ArrowBatch | Bad]:
+    """Arrow batches of a parquet file; a file without a `text` column yields one Bad per row.
+
+    The rows read must add up to the row count of the file's footer, else `CountMismatch`."""
+    row, size, meta = 0, None, None
+    try:
+        with (opener or open_input)(url) as raw:
+            size = getattr(raw, "size", None)
+            if size == 0:
+                yield Bad(None, None, "empty_file: the file has 0 bytes")
+                return
             pf = pq.ParquetFile(raw)
+            meta = pf.metadata
             total = pf.metadata.num_rows if max_records is None else min(pf.metadata.num_rows, max_records)
             if "text" not in pf.schema_arrow.names:
                 for b in pf.iter_batches(batch_size=batch_rows):
@@ -138,13 +393,19 @@ def read_parquet(url: str, batch_rows: int, max_records: int | None = None) -> I
                                   orjson.dumps(r, default=str))
                         row += 1
                     if row >= total:
-                        return
-                return
-            for b in pf.iter_batches(batch_size=batch_rows):
-                if row >= total:
-                    return
-                b = b.slice(0, total - row)
-                yield ArrowBatch(row, b, b.nbytes)
-                row += b.num_rows
-    except (OSError, pa.ArrowException, ValueError) as e:
-        yield Bad(row if row else None, None, f"unreadable_parquet: {type(e).__name__}: {e} (after {row} rows)")
+                        break
+            else:
+                for b in pf.iter_batches(batch_size=batch_rows):
+                    if row >= total:
+                        break
+                    b = b.slice(0, total - row)
+                    yield ArrowBatch(row, b, b.nbytes)
+                    row += b.num_rows
+    except RemoteReadError:
+        raise
+    except (OSError, pa.ArrowException, ValueError, UnicodeDecodeError) as e:
+        yield Bad(row if row else None, None, f"unreadable_parquet: {type(e).__name__}: {e} (after {row} rows)",
+                  unread_bytes=_parquet_unread(size, meta, row))
+        return
+    if row != total:
+        raise CountMismatch(f"{url}: the reader emitted {row} rows but the parquet footer says {total}")

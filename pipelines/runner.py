@@ -14,8 +14,10 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -27,7 +29,8 @@ from pipelines.outputs import read_json, remove_stale_temp, write_json
 from pipelines.progress import ProgressCounter
 from pipelines.report import build_report, check_report
 from pipelines.sources import discover
-from pipelines.graph import run_stages
+from pipelines.graph import planned_stages, run_stages
+from pipelines.progress import say
 from pipelines.stages import StageContext
 
 log = logging.getLogger("zyda2")
@@ -76,15 +79,26 @@ def ray_session(cfg: Config):
             kwargs["object_store_memory"] = cfg.ray.object_store_mb << 20
         if cfg.ray.spill_dir:
             kwargs["object_spilling_directory"] = cfg.ray.spill_dir
+    # The notice that a local instance has token authentication on (Ray's default, nothing to do) is not
+    # a warning for our users; every other Ray warning stays.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    on_term = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(**kwargs)
     except ConnectionError as e:
         raise RunError(f"cannot reach the Ray cluster at {cfg.ray.address!r} ({e}); start it with "
                        "`ray start --head` or fix ray.address in the config") from None
+    except BaseException:  # interrupted while the instance starts: stop what was started
+        ray.shutdown(wait_for_processes=True)
+        raise
+    finally:
+        if threading.current_thread() is threading.main_thread() and on_term is not None \
+                and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, on_term)  # ray.init replaces it with a bare sys.exit
     try:
         yield
     finally:
-        ray.shutdown()
+        ray.shutdown(wait_for_processes=True)  # an interrupted run leaves no Ray process behind
 
 
 def _versions() -> dict[str, str | None]:
@@ -105,31 +119,84 @@ def _git_commit() -> str | None:
         return None
 
 
-def _prepare_output(cfg: Config, resume: bool, overwrite: bool) -> Path:
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts (as in manifest.json), sorted."""
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def _describe_diff(old: dict, new: dict) -> str:
+    keys = config_diff(old, new)
+    shown = [f"{k} ({_dig(old, k)!r} -> {_dig(new, k)!r})" for k in keys[:5]]
+    return ", ".join(shown) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "") if keys else "no key"
+
+
+def _dig(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def _prepare_output(cfg: Config, resume: bool, overwrite: bool) -> tuple[Path, dict | None]:
+    """Check the run folder against --resume/--overwrite; returns it and the manifest of the run
+    it holds (resume) or None (fresh run)."""
+    if resume and overwrite:
+        raise RunError("--resume and --overwrite contradict each other (finish the run in the folder, or delete "
+                       "it and start again): give one of them")
     if is_url(cfg.output_dir):
         raise RunError(f"output_dir must be a local or mounted folder, got {cfg.output_dir}")
     out = Path(cfg.output_dir)
     manifest = out / "manifest.json"
+    old = None
     if manifest.exists():
         old = read_json(manifest)
         if overwrite:
             shutil.rmtree(out)
+            old = None
         elif not resume:
             raise RunError(f"{out} already holds a run (status {old.get('status')!r}); pass --resume to "
                            "finish it, --overwrite to replace it, or choose another --output")
         elif old.get("config_hash") != cfg.hash():
             raise RunError(f"{out} was started with another config (hash {old.get('config_hash')} != "
-                           f"{cfg.hash()}); resume with the same config or choose another --output")
+                           f"{cfg.hash()}; differing keys: {_describe_diff(old.get('config', {}), cfg.to_dict())}); "
+                           "resume with the same config or choose another --output")
         else:
             remove_stale_temp(out)  # half-written files of the interrupted run
-    elif resume and out.exists() and any(out.iterdir()):
-        raise RunError(f"{out} has files but no manifest.json: not a zyda2 run folder")
+    elif out.exists() and not out.is_dir():
+        raise RunError(f"--output {out} is a file, not a folder")
+    elif out.exists() and any(out.iterdir()):
+        raise RunError(f"{out} has files but no manifest.json: not a zyda2 run folder, so it is neither resumed "
+                       "nor overwritten; choose a new or empty --output")
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    return out, old
+
+
+def check_inputs(cfg: Config, files: list, allow_empty: bool) -> None:
+    """A run must read something, and every enabled source must have files (unless `allow_empty`)."""
+    enabled = {name: src for name, src in sorted(cfg.sources.items()) if src.enabled}
+    if not enabled:
+        raise RunError("every source is disabled; enable one (e.g. --sources dclm)")
+    empty = [name for name in enabled if not any(f.source == name for f in files)]
+    where = "; ".join(f"{name}: {enabled[name].files_from or enabled[name].path}" for name in empty)
+    if len(empty) == len(enabled):
+        raise RunError(f"no input files: no enabled source has a file matching its include patterns ({where}); "
+                       "point --input at a folder laid out like ../shared/data/sources (see `run --plan`)")
+    if empty and not allow_empty:
+        keep = ",".join(n for n in enabled if n not in empty)
+        raise RunError(f"source {', '.join(empty)} has no input file ({where}); leave it out with --sources {keep}, "
+                       "or pass --allow-empty to run without it")
+    for name in empty:
+        log.warning("source %s: no input files matched under %s", name, enabled[name].path)
 
 
 def rerun_dedup(run_dir: Path, overrides: list[str], output: Path, quiet: bool = False,
-                overwrite: bool = False) -> dict:
+                overwrite: bool = False, resume: bool = False, command: list[str] | None = None) -> dict:
     """Dedup again with other parameters on an existing run's ingest output, into `output`.
 
     `output` links the run's ingest folder and signature cache, so only clustering is recomputed
@@ -139,44 +206,123 @@ def rerun_dedup(run_dir: Path, overrides: list[str], output: Path, quiet: bool =
         raise RunError(f"{run_dir} is not a zyda2 run folder (no manifest.json)")
     cfg = config_from_dict(read_json(manifest_path)["config"], overrides, output_dir=str(output))
     links = {rel: (Path(run_dir) / rel).resolve() for rel in ("ingest", "dedup/signatures")}
-    return run_pipeline(cfg, overwrite=overwrite, quiet=quiet, only=["ingest", "heuristic_filter", "dedup"],
-                        links=links)
+    return run_pipeline(cfg, resume=resume, overwrite=overwrite, quiet=quiet,
+                        only=["ingest", "heuristic_filter", "dedup"], links=links, command=command)
+
+
+def _is_complete(out: Path, old: dict | None, stages: list[str]) -> bool:
+    """The folder holds a finished, balanced run of every stage asked for (nothing to resume)."""
+    return bool(old and old.get("status") == "done" and (out / "report.json").exists()
+                and all(old.get("stages", {}).get(s, {}).get("status") == "done" for s in stages))
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def run_pipeline(cfg: Config, resume: bool = False, overwrite: bool = False, quiet: bool = False,
-                 only: list[str] | None = None, links: dict[str, Path] | None = None) -> dict:
+                 only: list[str] | None = None, links: dict[str, Path] | None = None,
+                 command: list[str] | None = None, allow_empty: bool = False) -> dict:
     """Run every stage (or those in `only`), write `report.json` and `manifest.json`;
-    raise if accounting fails. `links` maps folders of the run to existing ones (reused work)."""
-    out = _prepare_output(cfg, resume, overwrite)
+    raise if accounting fails. `links` maps folders of the run to existing ones (reused work).
+
+    manifest.json keeps, across resumes: `command` (argv of each attempt under `attempts`, with
+    its status and seconds), `stages` {name: {status, seconds}} where seconds add up over every
+    attempt, and `total_seconds`. Raises RunError when there is nothing to read (`check_inputs`) or
+    a source ingests no document, unless `allow_empty`."""
+    out, old = _prepare_output(cfg, resume, overwrite)
+    files = discover(cfg)
+    check_inputs(cfg, files, allow_empty)
+    planned = [s.name for s in planned_stages(cfg, only)]
+    if resume and _is_complete(out, old, planned):
+        # said even with --quiet: it is the answer to the command, not progress
+        say(False, "resume", f"{out} is complete: all {len(planned)} stages finished "
+                             f"({old.get('finished_at')}); nothing to do")
+        return read_json(out / "report.json")
     for rel, target in (links or {}).items():
         target.mkdir(parents=True, exist_ok=True)
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         if not (out / rel).exists():
             (out / rel).symlink_to(target, target_is_directory=True)
+    prior = (old or {}).get("stages", {})
+    prior_seconds = {name: float(prior.get(name, {}).get("seconds", 0.0)) if isinstance(prior.get(name), dict)
+                     else 0.0 for name in planned}
+    attempts = list((old or {}).get("attempts", []))
+    attempt = {"command": command, "started_at": _now(), "status": "running", "seconds": 0.0}
+    attempts.append(attempt)
     manifest = {"run_name": cfg.run_name, "config": cfg.to_dict(), "config_hash": cfg.hash(), "stages_run": only,
                 "versions": _versions(), "git_commit": _git_commit(), "status": "running",
-                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {}}
-    write_json(out / "manifest.json", manifest)
-    files = discover(cfg)
-    for name, src in sorted(cfg.sources.items()):
-        if src.enabled and not any(f.source == name for f in files):
-            log.warning("source %s: no input files matched under %s", name, src.path)
-    with ray_session(cfg):
-        ctx = StageContext(cfg=cfg, out=out, files=files, progress=ProgressCounter.remote(), quiet=quiet)
-        try:
-            results = run_stages(ctx, only)
-        except BaseException:
-            manifest["status"] = "failed"
-            manifest["stages"] = ctx.timings
-            write_json(out / "manifest.json", manifest)
-            raise
-        finally:
-            ray.kill(ctx.progress)
-    report = build_report(results, ctx.details)
-    write_json(out / "report.json", report)
-    manifest["stages"] = {name: {"status": "done", "seconds": ctx.timings[name]} for name in results}
-    manifest["status"] = "done" if report["totals"]["balanced"] else "accounting_failed"
-    manifest["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_json(out / "manifest.json", manifest)
+                "command": command, "started_at": (old or {}).get("started_at", attempt["started_at"]),
+                "attempts": attempts, "total_seconds": 0.0,
+                "stages": {name: {"status": "done" if prior.get(name, {}).get("status") == "done" and
+                                  isinstance(prior.get(name), dict) else "pending",
+                                  "seconds": round(prior_seconds[name], 3)} for name in planned}}
+    t_attempt = time.monotonic()
+    stage_t0: dict[str, float] = {}
+    previous_total = sum(float(a.get("seconds", 0.0)) for a in attempts[:-1])
+
+    def write_manifest(status: str | None = None) -> None:
+        attempt["seconds"] = round(time.monotonic() - t_attempt, 3)
+        if status:
+            attempt["status"] = manifest["status"] = status
+        manifest["total_seconds"] = round(previous_total + attempt["seconds"], 3)
+        write_json(out / "manifest.json", manifest)
+
+    def on_stage(name: str, status: str) -> None:
+        if status == "running":
+            stage_t0[name] = time.monotonic()
+        else:
+            manifest["stages"][name]["seconds"] = round(prior_seconds[name] + ctx.timings[name], 3)
+        manifest["stages"][name]["status"] = status
+        write_manifest()
+
+    write_manifest()
+    with _run_log(out) as note:
+        note(f"attempt {len(attempts)}: {' '.join(command or [])}")
+        with ray_session(cfg):
+            ctx = StageContext(cfg=cfg, out=out, files=files, progress=ProgressCounter.remote(), quiet=quiet,
+                               allow_empty=allow_empty)
+            try:
+                results = run_stages(ctx, only, on_stage)
+            except BaseException as e:
+                status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+                for name, st in manifest["stages"].items():
+                    if st["status"] == "running":
+                        st["status"] = status
+                        st["seconds"] = round(prior_seconds[name] + time.monotonic() - stage_t0[name], 3)
+                if status == "failed":
+                    cause = getattr(e, "cause", None) or e  # a task's own exception, not Ray's wrapper
+                    attempt["error"] = f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
+                note(f"attempt {len(attempts)} {status}: {attempt.get('error', 'signal')}")
+                write_manifest(status)
+                raise
+            finally:
+                with contextlib.suppress(Exception):
+                    ray.kill(ctx.progress)
+        report = build_report(results, ctx.details)
+        write_json(out / "report.json", report)
+        manifest["finished_at"] = _now()
+        write_manifest("done" if report["totals"]["balanced"] else "accounting_failed")
+        note(f"attempt {len(attempts)} {manifest['status']} in {attempt['seconds']:.1f}s")
     check_report(report)
     return report
+
+
+@contextlib.contextmanager
+def _run_log(out: Path):
+    """RUN/logs/run.log, kept across attempts: each attempt's command and outcome, and the driver's
+    warnings (zyda2 logger). Yields `note(line)`, which appends a line there only."""
+    path = out / "logs" / "run.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+
+    def note(line: str) -> None:
+        handler.stream.write(f"{_now()} {line}\n")
+        handler.flush()
+    try:
+        yield note
+    finally:
+        log.removeHandler(handler)
+        handler.close()

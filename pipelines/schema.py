@@ -42,6 +42,8 @@ QUARANTINE_SCHEMA = pa.schema([
     pa.field("byte_offset", pa.int64()),    # offset in the decompressed stream when known
     pa.field("reason", pa.string(), nullable=False),
     pa.field("excerpt", pa.string(), nullable=False),  # first characters of the raw record (lossy-decoded)
+    # for a record standing for the rest of a file: its on-disk bytes after the last byte decoded
+    pa.field("unread_bytes", pa.int64()),
 ])
 
 # Native columns lifted into typed DOC_SCHEMA columns, per source; not repeated in `metadata`.

@@ -19,7 +19,6 @@ shards    per component, consecutive partitions are grouped into shards of about
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 from pathlib import Path, PurePosixPath
@@ -33,8 +32,8 @@ from pipelines.indexed import write_indexed
 from pipelines.outputs import write_json, write_table
 from pipelines.schema import QUALITY_SCHEMA, with_quality_columns
 from pipelines.sources import SourceFile
-from pipelines.stages import Stage, StageContext, run_partitions, sum_by_source
-from pipelines.tokenizer import encode
+from pipelines.stages import Stage, StageContext, run_partitions, sum_by_source, wait_all
+from pipelines.encoder import cached_encoder
 
 COMPONENTS = {"dclm": "dclm_crossdeduped", "fwe": "fwe3", "zyda": "zyda_crossdeduped-filtered",
               "dolma-cc": "dolma-cc_crossdeduped-filtered"}
@@ -111,16 +110,14 @@ def tokenize_partition(docs: Path, dest: Path, source: str, tcfg, scfg, decision
     `decisions`: the partition's dedup decisions (cluster roots), which the split follows."""
     table = read_docs(docs, ["nemo_id", "text", "int_score", "quality_prob"])
     texts = table.column("text").to_pylist()
-    ids = encode(texts, tcfg.add_bos, tcfg.append_eos)
+    ids, offsets = cached_encoder(tcfg.cache_units).encode_flat(texts, tcfg.add_bos, tcfg.append_eos)
     nemo_ids = table.column("nemo_id").to_pylist()
     split = np.array(["val" if is_validation(k, scfg.validation_fraction) else "train"
                       for k in split_keys(nemo_ids, texts, decisions)], dtype=object)
     val = split == "val"
     anneal = anneal_mask(table, source, scfg) & ~val
-    lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    flat = np.fromiter(itertools.chain.from_iterable(ids), np.uint16, int(offsets[-1]))
-    tokens = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(flat, pa.uint16()))
+    lengths = np.diff(offsets)
+    tokens = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(ids.astype(np.uint16), pa.uint16()))
     write_table(dest, pa.table({"nemo_id": nemo_ids, "split": split.tolist(), "anneal": anneal, "tokens": tokens},
                                schema=TOKEN_SCHEMA))
     return {"source": source, "read": table.num_rows, "out": table.num_rows, "removed": {}, "quarantined": 0,
@@ -219,7 +216,7 @@ class ShardsStage(Stage):
                     jobs.append(publish.remote(ctx.docs_path(sf), ctx.out / "publish" / "data" / component / sub /
                                                f"part.{n}.parquet"))
                     meta.append((source, component, "publish"))
-        results = ray.get(jobs)
+        results = wait_all(ctx, self.name, jobs, sum(u["out"] for u in upstream.values()))
         summary = {c: {"train_tokens": 0, "val_tokens": 0, "anneal_tokens": 0, "train_shards": [], "anneal_shards": [],
                        "val_shards": [], "val_documents": 0, "published_documents": 0} for c in COMPONENTS.values()}
         for (source, component, split), r in zip(meta, results):

@@ -15,6 +15,8 @@ same input folder always yields the same ids. Prefixes (RECIPE.md):
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -52,13 +54,29 @@ class SourceFile:
 
     @property
     def part_name(self) -> str:
-        """File-system-safe name of this partition's outputs, readable back to `rel`."""
-        stem = self.rel
-        for ending in FORMATS:
-            if stem.endswith(ending):
-                stem = stem[: -len(ending)]
-                break
-        return stem.replace("/", "__")
+        """File-system-safe name of this partition's outputs: `part_name(rel)`."""
+        return part_name(self.rel)
+
+
+MAX_PART_NAME_BYTES = 160  # leaves room for "<source>__", ".parquet", temp-file affixes within NAME_MAX (255)
+
+
+def part_name(rel: str) -> str:
+    """The name of one input file's outputs, injective over inputs and readable back to `rel`.
+
+    `rel` (the whole path, format ending included: `x.jsonl.zst` and `x.parquet` differ) is
+    percent-encoded (RFC 3986) in its `%` and `/` and a leading `.` (no hidden or temp-looking
+    names), so `a/b.parquet` -> `a%2Fb.parquet` never meets `a__b.parquet`. A name longer than
+    MAX_PART_NAME_BYTES keeps its first characters and ends in `%~` + 16 hex digits of
+    sha256(rel): `%~` cannot occur in an encoded name, so it cannot collide with an unshortened one."""
+    name = rel.replace("%", "%25").replace("/", "%2F")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if len(name.encode()) > MAX_PART_NAME_BYTES:
+        digest = hashlib.sha256(rel.encode()).hexdigest()[:16]
+        head = name.encode()[: MAX_PART_NAME_BYTES - 18].decode("utf-8", "ignore")
+        name = f"{head}%~{digest}"
+    return name
 
 
 class SourceAccessError(RuntimeError):
@@ -105,12 +123,13 @@ def _matches(rel: str, pattern: str) -> bool:
     return fnmatch.fnmatch(rel, pattern) or (pattern.startswith("**/") and fnmatch.fnmatch(rel, pattern[3:]))
 
 
-def _list_files(name: str, src: SourceConfig) -> list[tuple[str, str]]:
-    """(url, rel) of every file of a source, sorted by rel."""
+def _list_files(name: str, src: SourceConfig, policy) -> list[tuple[str, str]]:
+    """(url, rel) of every file of a source, sorted by rel. Remote listings are retried like reads."""
+    from pipelines.remote import open_input, with_retries
     include = src.include or DEFAULT_INCLUDE[name]
     root = src.path.rstrip("/")
     if src.files_from:
-        with fsspec.open(src.files_from, "rt") as f:
+        with io.TextIOWrapper(io.BufferedReader(open_input(src.files_from, policy)), encoding="utf-8") as f:
             urls = [line.strip() for line in f if line.strip() and not line.startswith("#")]
         found = {}
         for url in urls:
@@ -119,13 +138,14 @@ def _list_files(name: str, src: SourceConfig) -> list[tuple[str, str]]:
             rel = url[len(root) + 1:]
             if any(_matches(rel, p) for p in include):
                 found[rel] = url
-        return sorted((u, r) for r, u in found.items())
+        return sorted(((u, r) for r, u in found.items()), key=lambda x: x[1])
     if is_url(root):
         fs, base = fsspec.core.url_to_fs(root)
         protocol = root.split("://", 1)[0]
         found = {}
         for pattern in include:
-            for p in fs.glob(f"{base}/{pattern}"):
+            for p in with_retries(lambda: fs.glob(f"{base}/{pattern}"), policy, f"{root}/{pattern}",
+                                  wrap_permanent=False):
                 rel = p[len(base) + 1:]
                 found[rel] = f"{protocol}://{p}"
         return sorted(((u, r) for r, u in found.items()), key=lambda x: x[1])
@@ -140,21 +160,30 @@ def _list_files(name: str, src: SourceConfig) -> list[tuple[str, str]]:
 
 def discover(cfg: Config) -> list[SourceFile]:
     """Every input file of every enabled source, in a deterministic order."""
+    from pipelines.remote import RetryPolicy
+    net = cfg.network
+    policy = RetryPolicy(net.retries, net.backoff_s, net.max_backoff_s, net.timeout_s)
     files: list[SourceFile] = []
     for name in sorted(cfg.sources):
         src = cfg.sources[name]
         if not src.enabled:
             continue
         try:
-            listed = [(u, r) for u, r in _list_files(name, src) if file_format(r)]
-        except ConfigError:
+            listed = [(u, r) for u, r in _list_files(name, src, policy) if file_format(r)]
+        except (ConfigError, SourceAccessError):
             raise
         except Exception as e:  # fsspec and hub errors come in many types; one message says what to do
             raise _access_error(name, src.files_from or src.path, e) from None
         if cfg.ingest.max_files_per_source is not None:
             listed = listed[: cfg.ingest.max_files_per_source]
         counters: dict[str, int] = {}
+        names: dict[str, str] = {}
         for url, rel in listed:
+            name_ = part_name(rel)
+            if name_ in names:  # only a sha256 prefix collision can get here
+                raise ConfigError(f"sources.{name}: inputs {names[name_]} and {rel} would share the output "
+                                  f"name {name_}; rename one of them")
+            names[name_] = rel
             prefix = id_prefix(name, rel)
             part = counters.get(prefix, 0)
             counters[prefix] = part + 1

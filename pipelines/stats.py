@@ -506,6 +506,11 @@ def write_stats(run_dir: Path, out_dir: Path | None = None, sample_docs: int = 2
         raise StatsError(f"{run} is not a folder")
     report = _read_json(run / "report.json", "not a finished zyda2 run (finish it with `zyda2.py run ... --resume`)")
     manifest = _read_json(run / "manifest.json", "not a zyda2 run folder")
+    if not report.get("totals", {}).get("kept"):
+        t = report.get("totals", {})
+        raise StatsError(f"{run} kept no document (read {t.get('read', 0):,}, removed {t.get('removed', 0):,}, "
+                         f"quarantined {t.get('quarantined', 0):,}; reasons in {run}/report.json and "
+                         f"{run}/quarantine/): nothing to plot")
     summary_path = run / "dedup" / "summary.json"
     summary = _read_json(summary_path, "")["summary"] if summary_path.exists() else None
     cfg = manifest.get("config", {})

@@ -78,7 +78,10 @@ def mixture_sources(entries, base_dir: Path | None = None) -> list[Source]:
             if ds.n_tokens and w > 0:
                 sources.append(Source(ds, e.weight / total * w / part_total, f"{run.name}/{path}"))
     if not sources:
-        raise ValueError("the mixture holds no tokens")
+        from pipelines.train_config import TrainError
+        raise TrainError(f"the mixture holds no tokens: {', '.join(sorted({str(e.run) for e in entries}))} "
+                         "kept no document for it (see each run's report.json); point data.mixture at a run "
+                         "with shards")
     return sources
 
 

@@ -59,7 +59,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu"):
     path = Path(path)
     folder = path if (path / "config.json").is_file() or not (path / "model").is_dir() else path / "model"
     if not (folder / "config.json").is_file():
-        raise TrainError(f"not a checkpoint: {path} (expected {folder}/config.json)")
+        raise TrainError(f"not a checkpoint: {path} (a checkpoint folder holds model/ and state.pt, e.g. "
+                         "runs/train-local/checkpoints/step_0000300)")
     return Zamba2ForCausalLM.from_pretrained(folder).to(device)
 
 

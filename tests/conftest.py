@@ -59,11 +59,23 @@ def local_run(ray_instance, data_dir, tmp_path_factory) -> tuple[Path, dict]:
 
 
 def files_digest(root: Path) -> dict[str, bytes]:
-    """Every output file's bytes, except the manifest (it holds timestamps and timings); the run's own
-    absolute path (in the Megatron blend files) reads as `<run>`, so runs in two folders compare."""
+    """Every output file's bytes, except what holds timestamps and timings: the manifest, logs/ and
+    the `seconds` of completion markers (the rest of each marker is compared). The run's own absolute
+    path (in the Megatron blend files) reads as `<run>`, so runs in two folders compare."""
+    import json
     prefix = str(root.resolve()).encode()
-    return {p.relative_to(root).as_posix(): p.read_bytes().replace(prefix, b"<run>") for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "manifest.json"}
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if not p.is_file() or rel == "manifest.json" or rel.startswith("logs/"):
+            continue
+        data = p.read_bytes()
+        if p.parent.name == "_done":
+            marker = json.loads(data)
+            marker.pop("seconds", None)
+            data = json.dumps(marker, sort_keys=True).encode()
+        out[rel] = data.replace(prefix, b"<run>")
+    return out
 
 
 @pytest.fixture(scope="session")

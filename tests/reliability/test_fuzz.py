@@ -16,6 +16,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import pipelines.readers as readers
 from pipelines.config import ConfigError, IngestConfig, load_config
 from pipelines.ingest import ingest_file
 from pipelines.sources import SourceFile
@@ -32,33 +33,50 @@ records = st.one_of(
     st.dictionaries(st.text(max_size=8), json_values, max_size=4),
     json_values,
 )
-lines = st.lists(st.one_of(records.map(orjson.dumps), st.binary(max_size=60)), max_size=12)
+# what real producers add: a BOM, CRLF, Python's NaN/Infinity literals, lone surrogate escapes
+quirks = st.sampled_from([b"\xef\xbb\xbf", b"", b""]).flatmap(lambda bom: st.sampled_from([
+    b'{"text": "a", "p": NaN}', b'{"text": "b", "p": -Infinity}', b'{"text": "\\ud800x"}', b'{"text": " \\u00a0"}',
+    b'{"text": "c", "u": "\\udfff"}', b'{"text": "d"}\r']).map(lambda line: bom + line))
+lines = st.lists(st.one_of(records.map(orjson.dumps), st.binary(max_size=60), quirks), max_size=12)
 
 
-def _ingest(tmp_path, name: str, payload: bytes, fmt: str, source: str = "dclm") -> dict:
+def _ingest(tmp_path, name: str, payload: bytes, fmt: str, source: str = "dclm", read_buffer: int | None = None) -> dict:
     path = tmp_path / name
     path.write_bytes(payload)
     sf = SourceFile(source, str(path), name, fmt, "dclm-gs01", 0)
-    stats = ingest_file(sf, IngestConfig(batch_docs=4), tmp_path / "out")
+    old = readers.READ_BUFFER
+    readers.READ_BUFFER = read_buffer or old  # small buffers put member boundaries everywhere
+    try:
+        stats = ingest_file(sf, IngestConfig(batch_docs=4), tmp_path / "out")
+    finally:
+        readers.READ_BUFFER = old
     kept = pq.read_metadata(tmp_path / "out" / "ingest" / source / f"{sf.part_name}.parquet").num_rows
     assert stats["out"] == kept and stats["read"] == kept + stats["quarantined"]
     return stats
 
 
 @FUZZ
-@given(body=lines, fmt=st.sampled_from(["jsonl", "jsonl.zst", "jsonl.gz"]), cut=st.floats(0, 1))
-def test_json_lines_readers_never_crash(tmp_path_factory, body, fmt, cut):
+@given(body=lines, fmt=st.sampled_from(["jsonl", "jsonl.zst", "jsonl.gz"]), cut=st.floats(0, 1),
+       members=st.lists(st.integers(0, 400), max_size=3), read_buffer=st.sampled_from([None, 1, 2, 3, 5, 17, 64]))
+def test_json_lines_readers_never_crash(tmp_path_factory, body, fmt, cut, members, read_buffer):
     tmp = tmp_path_factory.mktemp("fuzz")
     raw = b"\n".join(body)
-    payload = {"jsonl": raw, "jsonl.zst": zstandard.ZstdCompressor().compress(raw),
-               "jsonl.gz": gzip.compress(raw)}[fmt]
+    bounds = [0, *sorted(min(m, len(raw)) for m in members), len(raw)]
+    parts = [raw[a:b] for a, b in zip(bounds, bounds[1:])]  # concatenated members, cut anywhere
+    payload = {"jsonl": raw, "jsonl.zst": b"".join(zstandard.ZstdCompressor().compress(p) for p in parts),
+               "jsonl.gz": b"".join(gzip.compress(p) for p in parts)}[fmt]
     payload = payload[: max(0, int(len(payload) * cut))] if cut < 0.5 else payload  # half the cases truncated
-    stats = _ingest(tmp, "f." + fmt, payload, fmt)
-    if cut >= 0.5:  # whole file: one record per line (a final newline ends the last line)
+    stats = _ingest(tmp, "f." + fmt, payload, fmt, read_buffer=read_buffer)
+    if cut >= 0.5 and (raw or fmt != "jsonl"):  # whole file: one record per line (a final newline ends the last)
         assert stats["read"] == raw.count(b"\n") + (0 if raw.endswith(b"\n") or not raw else 1)
+        assert "truncated_or_corrupt_file" not in stats["quarantine_reasons"]
+    elif cut >= 0.5:
+        assert stats["quarantine_reasons"] == {"empty_file": 1}
 
 
-column_types = st.sampled_from([pa.string(), pa.large_string(), pa.int64(), pa.float64(), pa.binary(), pa.bool_()])
+column_types = st.sampled_from([pa.string(), pa.large_string(), pa.int64(), pa.float64(), pa.binary(), pa.bool_(),
+                                pa.large_binary(), pa.dictionary(pa.int8(), pa.string()),
+                                pa.dictionary(pa.int32(), pa.large_string())])
 
 
 @FUZZ
@@ -71,7 +89,9 @@ def test_parquet_reader_never_crashes(tmp_path_factory, n, text_type, data):
                     pa.large_string(): st.one_of(st.none(), st.text(max_size=50)),
                     pa.int64(): st.one_of(st.none(), st.integers(-5, 5)),
                     pa.float64(): st.floats(allow_nan=True), pa.binary(): st.binary(max_size=10),
-                    pa.bool_(): st.booleans()}[text_type]
+                    pa.large_binary(): st.binary(max_size=10), pa.bool_(): st.booleans(),
+                    pa.dictionary(pa.int8(), pa.string()): st.sampled_from(["a", " ", "", None, "b c"]),
+                    pa.dictionary(pa.int32(), pa.large_string()): st.one_of(st.none(), st.text(max_size=5))}[text_type]
         columns["text"] = pa.array(data.draw(st.lists(strategy, min_size=n, max_size=n)), text_type)
     path = tmp / "t.parquet"
     pq.write_table(pa.table(columns), path)
