@@ -460,6 +460,9 @@ EXAMPLES = {
   python zyda2.py show-config configs/local.yaml --set dedup.bands=16 --set dedup.rows=8""",
     "stats": """example:
   python zyda2.py stats runs/local                                      # runs/local/stats/report.html""",
+    "reroot-blends": """examples:
+  python zyda2.py reroot-blends /data/zyda2                 # after moving the run folder to /data/zyda2
+  python zyda2.py reroot-blends runs/local --root /mnt/zyda2 # the same run, mounted elsewhere for training""",
 }
 
 
