@@ -34,7 +34,7 @@ from pipelines.config import SOURCE_NAMES, DedupConfig
 from pipelines.outputs import PartitionWriter, read_json, write_json, write_table
 from pipelines.schema import DOC_SCHEMA
 from pipelines.sources import SourceFile, make_id
-from pipelines.stages import Stage, StageContext, done_stats, run_partitions, sum_by_source, write_marker
+from pipelines.stages import Stage, StageContext, done_stats, run_partitions, sum_by_source, wait_all, write_marker
 
 DECISION_SCHEMA = pa.schema([
     pa.field("nemo_id", pa.string(), nullable=False),
@@ -143,7 +143,8 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
     maps = [bucket_map.remote(i) for i in range(len(files))]
     reduces = [bucket_reduce.remote(*[m[p] for m in maps]) for p in range(parts)]
     edge_refs = [r[0] for r in reduces]
-    bucket_stats = ray.get([r[1] for r in reduces])
+    step = ctx.label or "dedup"
+    bucket_stats = wait_all(ctx, "dedup", [r[1] for r in reduces], label=f"{step} buckets")
     shuffle_bytes = sum(ray.get([m[parts] for m in maps]))
     summary = {"signature_tag": signature_tag(cfg), "bands": cfg.bands, "rows": cfg.rows, "mode": cfg.mode,
                "partitions": parts, "band_pairs": sum(s["pairs"] for s in bucket_stats),
@@ -197,7 +198,7 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
     shuffled = [by_root.remote(m) for m in members]
     pieces_for = [[s[p] for s in shuffled] if parts > 1 else [s for s in shuffled] for p in range(parts)]
     resolved = [resolve_part.remote(id_parts, *pieces_for[p]) for p in range(parts)]
-    cstats = ray.get([r[groups] for r in resolved])
+    cstats = wait_all(ctx, "dedup", [r[groups] for r in resolved], label=f"{step} resolve")
     summary.update(_merge_cluster_stats(cstats))
 
     # -- apply: each group of input files gets its decisions and writes outputs
@@ -215,7 +216,8 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
             results.append((i, stats))
         return results
 
-    applied = ray.get([apply_group.remote(g, id_parts, *[r[g] for r in resolved]) for g in range(groups)])
+    applies = [apply_group.remote(g, id_parts, *[r[g] for r in resolved]) for g in range(groups)]
+    applied = wait_all(ctx, "dedup", applies, label=f"{step} apply")
     stats = [s for _, s in sorted(x for group in applied for x in group)]
     return summary, stats
 

@@ -86,6 +86,8 @@ class ProgressDisplay:
             eta = "ETA " + format_seconds(dt * left / self.done_w)
         else:
             eta = "ETA ?"
+        if self.counter is None and self.final_docs is None and not self.done_docs:  # a step with no documents
+            return f"[{self.label}] {self.done}/{self.total} partitions | {format_seconds(dt)} | {eta}"
         return (f"[{self.label}] {self.done}/{self.total} partitions | {docs:,} docs | "
                 f"{run_docs / dt:,.0f} docs/s | {nbytes / dt / 1e6:,.1f} MB/s | {format_seconds(dt)} | {eta}")
 

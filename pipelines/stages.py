@@ -182,9 +182,10 @@ def run_partitions(ctx: StageContext, stage: str, config_hash: str,
     return [results[i] for i in range(len(files))]
 
 
-def wait_all(ctx: StageContext, stage: str, refs: list, docs: int) -> list:
-    """`ray.get(refs)` with a progress line; `docs` is the stage's document count for its closing line."""
-    display = ProgressDisplay(stage, len(refs), None, ctx.quiet, label=ctx.label or stage)
+def wait_all(ctx: StageContext, stage: str, refs: list, docs: int | None = None, label: str | None = None) -> list:
+    """`ray.get(refs)` with a progress line (partitions done, elapsed, ETA); `docs` is the stage's
+    document count for its closing line (None: a step that counts no documents, e.g. dedup's buckets)."""
+    display = ProgressDisplay(stage, len(refs), None, ctx.quiet, label=label or ctx.label or stage)
     index = {ref: i for i, ref in enumerate(refs)}
     results: list = [None] * len(refs)
     pending = list(refs)
