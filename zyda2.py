@@ -416,7 +416,8 @@ def cmd_submit(args) -> int:
     from pipelines.runner import RunError
     cfg = _load(args)
     run_args = job_args(cfg, args.config, source_overrides(args.sources) + list(args.overrides),
-                        ["--resume"] * args.resume + ["--overwrite"] * args.overwrite)
+                        ["--resume"] * args.resume + ["--overwrite"] * args.overwrite
+                        + ["--allow-empty"] * args.allow_empty)
     env = env_vars(args.env)
     if args.kuberay:
         from jobs.kuberay import rayjob, write_rayjob
@@ -577,6 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="print the job id and return instead of following logs")
     p.add_argument("--resume", action="store_true", help="the job finishes an interrupted run in --output")
     p.add_argument("--overwrite", action="store_true", help="the job replaces an existing run in --output")
+    p.add_argument("--allow-empty", action="store_true", help="the job goes on when a source has no input file or "
+                   "ingests no document (as run --allow-empty)")
     p.add_argument("--env", metavar="NAME=VALUE", action="append", default=[],
                    help="environment variable of the job (repeatable; credentials are refused: give the nodes "
                         "their own)")

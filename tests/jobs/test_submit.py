@@ -101,6 +101,12 @@ def test_kuberay_rayjob_manifest(tmp_path):
     volumes = {v["name"]: v for v in workers["template"]["spec"]["volumes"]}
     assert volumes["shared"]["persistentVolumeClaim"]["claimName"] == "zyda2-data"
 
+    r = _cli("submit", "configs/zyda2.yaml", "--kuberay", str(out), "--working-dir-uri", "s3://b/zyda2.zip",
+             "--output", "/data/zyda2", "--sources", "dclm,fwe", "--allow-empty")
+    assert r.returncode == 0, r.stderr
+    argv = shlex.split(yaml.safe_load(out.read_text())["spec"]["entrypoint"])
+    assert argv[-1] == "--allow-empty" and "sources.zyda.enabled=false" in argv and "sources.fwe.enabled=true" in argv
+
     r = _cli("submit", "configs/zyda2.yaml", "--kuberay", str(out))
     assert r.returncode == 2 and "--working-dir-uri" in r.stderr
 
