@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from pipelines.curves import plot_training
 from pipelines.hf_tokenizer import save_tokenizer, trained_add_bos
 from pipelines.model import VOCAB_SIZE, build_model, count_parameters, flops_per_token, zamba2_config
+from pipelines.progress import format_seconds
 from pipelines.schedule import anneal_lr, pretrain_lr
 from pipelines.token_stream import (PackedSequences, mixture_sources, unigram_entropy, validation_sequences,
                                     validation_shards)
@@ -177,12 +178,18 @@ class Log:
     def __init__(self, path: Path, total: int, every: int, quiet: bool):
         self.file = open(path, "a")
         self.total, self.every, self.quiet = total, every, quiet
+        self.start: tuple[float, int] | None = None  # (time, step) of this process's first step: the ETA's base
 
     def step(self, rec: dict) -> None:
         self.write(rec)
+        if self.start is None:
+            self.start = (time.monotonic(), rec["step"] - 1)
         if not self.quiet and (rec["step"] % self.every == 0 or rec["step"] == self.total):
+            t0, s0 = self.start
+            left = (time.monotonic() - t0) / max(rec["step"] - s0, 1) * (self.total - rec["step"])
             print(f"[{rec['phase']}] step {rec['step']}/{self.total} | loss {rec['loss']:.4f} | lr {rec['lr']:.2e} | "
-                  f"{rec['tokens']:,} tokens | {rec['tokens_per_s']:,.0f} tok/s", file=sys.stderr, flush=True)
+                  f"{rec['tokens']:,} tokens | {rec['tokens_per_s']:,.0f} tok/s | ETA {format_seconds(left)}",
+                  file=sys.stderr, flush=True)
 
     def eval(self, rec: dict) -> None:
         self.write(rec)
