@@ -106,6 +106,8 @@ def cmd_run(args) -> int:
     cfg = _load(args)
     args.run_folder = Path(cfg.output_dir)
     if args.plan:
+        from pipelines.runner import check_output
+        check_output(cfg, args.resume, args.overwrite)  # a plan says when the run would be refused
         return print_plan(cfg)
     report = run_pipeline(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
                           command=args.command_line, allow_empty=args.allow_empty)
@@ -176,7 +178,7 @@ def print_run_summary(out: Path, report: dict, command: list[str]) -> None:
     if shards:
         total = sum(c["train_tokens"] + c["val_tokens"] for c in shards.values())
         print(f"tokens: {total:,} (" + ", ".join(f"{name} {c['train_tokens'] + c['val_tokens']:,}"
-                                                 for name, c in shards.items()) + ")")
+                                                 for name, c in sorted(shards.items())) + ")")
         print(f"shards:  {out}/shards/<component>/{{train,anneal,val}}/ (Megatron .bin/.idx)\n"
               f"blends:  {out}/shards/blends/"
               + ", ".join(p.name for p in sorted((out / "shards" / "blends").glob("*.json")))

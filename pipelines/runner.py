@@ -143,9 +143,10 @@ def _dig(d: dict, dotted: str):
     return d
 
 
-def _prepare_output(cfg: Config, resume: bool, overwrite: bool) -> tuple[Path, dict | None]:
+def _prepare_output(cfg: Config, resume: bool, overwrite: bool, dry_run: bool = False) -> tuple[Path, dict | None]:
     """Check the run folder against --resume/--overwrite; returns it and the manifest of the run
-    it holds (resume) or None (fresh run)."""
+    it holds (resume) or None (fresh run). `dry_run` (run --plan): the same checks and RunErrors,
+    nothing deleted or created."""
     if resume and overwrite:
         raise RunError("--resume and --overwrite contradict each other (finish the run in the folder, or delete "
                        "it and start again): give one of them")
@@ -157,7 +158,8 @@ def _prepare_output(cfg: Config, resume: bool, overwrite: bool) -> tuple[Path, d
     if manifest.exists():
         old = read_json(manifest)
         if overwrite:
-            shutil.rmtree(out)
+            if not dry_run:
+                shutil.rmtree(out)
             old = None
         elif not resume:
             raise RunError(f"{out} already holds a run (status {old.get('status')!r}); pass --resume to "
@@ -166,15 +168,21 @@ def _prepare_output(cfg: Config, resume: bool, overwrite: bool) -> tuple[Path, d
             raise RunError(f"{out} was started with another config (hash {old.get('config_hash')} != "
                            f"{cfg.hash()}; differing keys: {_describe_diff(old.get('config', {}), cfg.to_dict())}); "
                            "resume with the same config or choose another --output")
-        else:
+        elif not dry_run:
             remove_stale_temp(out)  # half-written files of the interrupted run
     elif out.exists() and not out.is_dir():
         raise RunError(f"--output {out} is a file, not a folder")
     elif out.exists() and any(out.iterdir()):
         raise RunError(f"{out} has files but no manifest.json: not a zyda2 run folder, so it is neither resumed "
                        "nor overwritten; choose a new or empty --output")
-    out.mkdir(parents=True, exist_ok=True)
+    if not dry_run:
+        out.mkdir(parents=True, exist_ok=True)
     return out, old
+
+
+def check_output(cfg: Config, resume: bool, overwrite: bool) -> None:
+    """Raise the RunError the run itself would raise for its --output folder, touching nothing."""
+    _prepare_output(cfg, resume, overwrite, dry_run=True)
 
 
 def check_inputs(cfg: Config, files: list, allow_empty: bool) -> None:

@@ -149,7 +149,8 @@ def validate(cfg: TrainConfig, base: Path) -> TrainConfig:
     if cfg.anneal.rewarm_steps >= cfg.anneal.steps:
         raise ConfigError("anneal.rewarm_steps: must be fewer than anneal.steps")
     if cfg.schedule.warmup_steps >= cfg.steps:
-        raise ConfigError("schedule.warmup_steps: must be fewer than steps")
+        raise ConfigError(f"schedule.warmup_steps: must be fewer than steps ({cfg.schedule.warmup_steps} >= "
+                          f"{cfg.steps}); lower it with --set schedule.warmup_steps=N or raise --set steps=N")
     return cfg
 
 

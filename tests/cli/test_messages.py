@@ -100,6 +100,11 @@ def test_run_folder_messages(local_run, tmp_path):
     err = one_line_error(cli("run", "configs/local.yaml", *data, "--output", str(copy), "--resume",
                              "--set", "dedup.seed=1", "--set", "dedup.bands=4"))
     assert "differing keys: dedup.bands (8 -> 4), dedup.seed (10 -> 1)" in err
+    for folder, flags, expected in ((copy, ["--resume", "--set", "dedup.seed=1"], "differing keys: dedup.seed"),
+                                    (copy, [], "already holds a run"),
+                                    (tmp_path / "photos", [], "not a zyda2 run folder")):
+        err = one_line_error(cli("run", "configs/local.yaml", *data, "--output", str(folder), "--plan", *flags))
+        assert expected in err  # a plan says the run would be refused, as the run itself does
     err = one_line_error(cli("run", "configs/local.yaml", *data, "--output", str(copy), "--sources", "fwee"))
     assert "--sources: unknown source 'fwee' (did you mean fwe?)" in err
 
