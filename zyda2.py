@@ -257,9 +257,9 @@ def cmd_eval_quality(args) -> int:
 
 
 def training_overlap(model: Path, texts: list[str]) -> dict | None:
-    """How many of `texts` are in the model's training split: MODEL.json names the labels file and
-    seed (`train-quality` writes them) and the split is redone as in training. None when the model
-    has no such record or the file is gone."""
+    """How many of `texts` the model was fitted on (train + valid: `train-quality` refits on both once
+    the threshold is chosen): MODEL.json names the labels file and seed and the split is redone as in
+    training. None when the model has no such record or the file is gone."""
     from filters.quality import read_labels, split
     meta_path = model.with_name(model.name + ".json")
     if not meta_path.is_file():
@@ -268,8 +268,8 @@ def training_overlap(model: Path, texts: list[str]) -> dict | None:
     train_file = meta.get("labels_file")
     if not isinstance(train_file, str) or not Path(train_file).is_file():
         return None
-    train, _, _ = split(read_labels(train_file), seed=meta.get("seed", 0))
-    seen = set(train.texts)
+    train, valid, _ = split(read_labels(train_file), seed=meta.get("seed", 0))
+    seen = set(train.texts) | set(valid.texts)
     return {"train_file": train_file, "documents": sum(t in seen for t in texts)}
 
 
