@@ -42,8 +42,9 @@ def job_args(cfg: Config, config_path: str | Path, overrides: list[str], flags: 
     if cfg.input_dir:
         args += ["--input", cfg.input_dir]
     pinned = [*overrides, "ray.address=auto"]
-    pinned += [f"sources.{name}.path={src.path}" for name, src in sorted(cfg.sources.items())
-               if src.enabled and not is_url(src.path)]
+    if not cfg.input_dir:  # with --input the job re-roots every source under it (absolute paths are refused)
+        pinned += [f"sources.{name}.path={src.path}" for name, src in sorted(cfg.sources.items())
+                   if src.enabled and not is_url(src.path)]
     if Path(cfg.quality_filter.model).is_absolute():
         pinned.append(f"quality_filter.model={cfg.quality_filter.model}")
     for item in pinned:
