@@ -180,9 +180,8 @@ def print_run_summary(out: Path, report: dict, command: list[str]) -> None:
         print(f"tokens: {total:,} (" + ", ".join(f"{name} {c['train_tokens'] + c['val_tokens']:,}"
                                                  for name, c in sorted(shards.items())) + ")")
         print(f"shards:  {out}/shards/<component>/{{train,anneal,val}}/ (Megatron .bin/.idx)\n"
-              f"blends:  {out}/shards/blends/"
-              + ", ".join(p.name for p in sorted((out / "shards" / "blends").glob("*.json")))
-              + " (.txt: Megatron --train-data-path / --valid-data-path; see README)")
+              "blends:  " + ", ".join(str(p) for p in sorted((out / "shards" / "blends").glob("*.json")))
+              + " (.txt beside each: Megatron --train-data-path / --valid-data-path; see README)")
         if (out / "publish" / "data").is_dir():
             print(f"hub:     {out}/publish/data/ (parquet; upload: python zyda2.py publish {out} --repo ORG/NAME)")
     print(f"outputs: {out}\nreport:  {out}/report.json; logs: {out}/logs/")

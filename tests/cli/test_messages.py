@@ -154,7 +154,8 @@ def test_every_command_help_has_an_example():
 
 # flags of other command lines that messages mention: `ray start --head`, Megatron's --data-path,
 # lm_eval's --model/--model_args, `ray job logs --follow`, sbatch --nodes, `python -m jobs.cluster --head-tasks`
-FOREIGN_FLAGS = {"--head", "--data-path", "--model_args", "--model", "--follow", "--nodes", "--head-tasks"}
+FOREIGN_FLAGS = {"--head", "--data-path", "--train-data-path", "--valid-data-path", "--model_args", "--model",
+                 "--follow", "--nodes", "--head-tasks"}  # flags of Megatron, lm-eval, ray, srun named in messages
 
 
 def _messages(path: Path) -> list[str]:
