@@ -31,7 +31,7 @@ from pathlib import Path
 try:
     import yaml
 
-    from pipelines.config import SOURCE_NAMES, ConfigError, load_config
+    from pipelines.core.config import SOURCE_NAMES, ConfigError, load_config
 except ModuleNotFoundError as _missing:  # run by a Python without the project installed
     print(f"zyda2: error: Python module {_missing.name!r} is missing: run with the project's environment "
           f"(.venv/bin/python zyda2.py ..., after `make install`), not {sys.executable}", file=sys.stderr)
@@ -102,11 +102,11 @@ def _load(args):
 
 
 def cmd_run(args) -> int:
-    from pipelines.runner import run_pipeline
+    from pipelines.core.run import run_pipeline
     cfg = _load(args)
     args.run_folder = Path(cfg.output_dir)
     if args.plan:
-        from pipelines.runner import check_output
+        from pipelines.core.run import check_output
         check_output(cfg, args.resume, args.overwrite)  # a plan says when the run would be refused
         return print_plan(cfg)
     report = run_pipeline(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
@@ -117,9 +117,9 @@ def cmd_run(args) -> int:
 
 def print_plan(cfg) -> int:
     """`run --plan`: the input files per source, the stages and the outputs; reads no document."""
-    from pipelines.graph import planned_stages
-    from pipelines.runner import check_inputs
-    from pipelines.sources import discover
+    from pipelines.core.graph import planned_stages
+    from pipelines.core.run import check_inputs
+    from pipelines.core.sources import discover
     files = discover(cfg)
     for name, src in sorted(cfg.sources.items()):
         if not src.enabled:
@@ -151,8 +151,8 @@ def _top(counts: dict[str, int], n: int = 5) -> str:
 
 def print_run_summary(out: Path, report: dict, command: list[str]) -> None:
     """End of `run`: counts, time, tokens per component, where everything is, what to do next."""
-    from pipelines.outputs import read_json
-    from pipelines.progress import format_seconds
+    from pipelines.core.outputs import read_json
+    from pipelines.core.progress import format_seconds
     manifest = read_json(out / "manifest.json")
     t = report["totals"]
     attempts = manifest.get("attempts", [])
@@ -191,7 +191,7 @@ def print_run_summary(out: Path, report: dict, command: list[str]) -> None:
 
 
 def cmd_dedup(args) -> int:
-    from pipelines.runner import rerun_dedup
+    from pipelines.core.run import rerun_dedup
     args.run_folder = Path(args.output)
     report = rerun_dedup(Path(args.run_dir), args.overrides, Path(args.output), quiet=args.quiet,
                          overwrite=args.overwrite, resume=args.resume, command=args.command_line)
@@ -205,7 +205,7 @@ def cmd_dedup(args) -> int:
 
 def cmd_train_quality(args) -> int:
     from filters.quality import read_folders, train_fasttext
-    from pipelines.runner import RunError
+    from pipelines.core.run import RunError
     if args.labels:
         data = _labels(args.labels)
     elif args.positive and args.negative:
@@ -223,7 +223,7 @@ def cmd_train_quality(args) -> int:
 def _labels(path: str):
     """The labelled documents of a JSONL file; a malformed file is a one-line error."""
     from filters.quality import read_labels
-    from pipelines.runner import RunError
+    from pipelines.core.run import RunError
     try:
         return read_labels(path)
     except ValueError as e:  # json.JSONDecodeError included
@@ -235,7 +235,7 @@ def cmd_eval_quality(args) -> int:
     import numpy as np
 
     from filters.quality import load_classifier, metrics
-    from pipelines.config import QualityFilterConfig
+    from pipelines.core.config import QualityFilterConfig
     backend = "deberta" if Path(args.model).is_dir() or not Path(args.model).exists() else "fasttext"
     cfg = QualityFilterConfig(backend=backend, model=args.model, threshold=args.threshold, device=args.device,
                               keep_labels=args.keep_labels.split(","))
@@ -280,7 +280,7 @@ def cmd_show_config(args) -> int:
 
 
 def _load_train(args):
-    from pipelines.train_config import load_train_config
+    from pipelines.training.train_config import load_train_config
     return load_train_config(args.config, args.overrides, output_dir=args.output)
 
 
@@ -292,7 +292,7 @@ def _print_summary(summary: dict) -> None:
 
 
 def cmd_train(args) -> int:
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
     cfg = _load_train(args)
     args.run_folder = Path(cfg.output_dir)
     _print_summary(train(cfg, "pretrain", resume=args.resume, overwrite=args.overwrite, quiet=args.quiet))
@@ -300,7 +300,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_anneal(args) -> int:
-    from pipelines.trainer import train
+    from pipelines.training.trainer import train
     cfg = _load_train(args)
     if args.output is None:
         cfg.output_dir = cfg.output_dir.rstrip("/") + "-anneal"
@@ -311,8 +311,8 @@ def cmd_anneal(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from pipelines.evaluation import DEFAULT_TASKS, evaluate_checkpoint
-    from pipelines.runner import RunError
+    from pipelines.evaluation.harness import DEFAULT_TASKS, evaluate_checkpoint
+    from pipelines.core.run import RunError
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else list(DEFAULT_TASKS)
     ckpt = Path(args.checkpoint)
     if not ((ckpt / "model" / "config.json").is_file() or (ckpt / "config.json").is_file()):
@@ -340,7 +340,7 @@ def cmd_eval(args) -> int:
 def check_task_names(tasks: list[str], eval_dir: Path | None) -> None:
     """Refuse a task that is neither a local JSONL in `eval_dir` nor known to lm-evaluation-harness
     (before loading any model), suggesting the closest names."""
-    from pipelines.runner import RunError
+    from pipelines.core.run import RunError
     local = sorted(p.stem for p in eval_dir.glob("*.jsonl")) if eval_dir and eval_dir.is_dir() else []
     others = [t for t in tasks if t not in local]
     if not others:
@@ -358,7 +358,7 @@ def check_task_names(tasks: list[str], eval_dir: Path | None) -> None:
 
 
 def cmd_ablate(args) -> int:
-    from pipelines.ablation import ablate, load_ablation_config
+    from pipelines.evaluation.ablation import ablate, load_ablation_config
     cfg = load_ablation_config(args.config, args.overrides, output_dir=args.output)
     result = ablate(cfg, quiet=args.quiet)
     out = Path(result["output_dir"])
@@ -379,7 +379,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_publish(args) -> int:
-    from pipelines.publish import upload, upload_plan, write_card
+    from pipelines.release.publish import upload, upload_plan, write_card
     if not args.verbose:  # the Hub client logs every HTTP request at INFO: thousands of lines for a release
         logging.getLogger("httpx2").setLevel(logging.WARNING)
     folder = write_card(Path(args.run_dir), args.repo)
@@ -398,7 +398,7 @@ def cmd_publish(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from pipelines.stats import write_stats
+    from pipelines.release.stats import write_stats
     page = write_stats(Path(args.run_dir), Path(args.output) if args.output else None, sample_docs=args.sample_docs,
                        rows_per_pass=args.rows_per_pass)
     print(f"report: {page}\nplots:  {', '.join(sorted(p.name for p in page.parent.glob('*.png')))}")
@@ -406,7 +406,7 @@ def cmd_stats(args) -> int:
 
 
 def cmd_reroot_blends(args) -> int:
-    from pipelines.shards import reroot_blends
+    from pipelines.tokens.shards import reroot_blends
     for path in reroot_blends(Path(args.run_dir), args.root):
         print(path)
     return 0
@@ -414,7 +414,7 @@ def cmd_reroot_blends(args) -> int:
 
 def cmd_submit(args) -> int:
     from jobs.submit import env_vars, job_args, submit
-    from pipelines.runner import RunError
+    from pipelines.core.run import RunError
     cfg = _load(args)
     run_args = job_args(cfg, args.config, source_overrides(args.sources) + list(args.overrides),
                         ["--resume"] * args.resume + ["--overwrite"] * args.overwrite
@@ -663,12 +663,12 @@ RESUMABLE = {"run", "train", "anneal", "dedup"}
 
 def interrupt_message(args, signum: int) -> str:
     """One line: which signal, what is finished, and the command that goes on from there."""
-    from pipelines.outputs import read_json
+    from pipelines.core.outputs import read_json
     name = signal.Signals(signum).name
     folder: Path | None = getattr(args, "run_folder", None)
     done = ""
     if folder is not None and (folder / "manifest.json").is_file() and args.command in ("run", "dedup"):
-        from pipelines.graph import STAGES
+        from pipelines.core.graph import STAGES
         try:
             stages = read_json(folder / "manifest.json").get("stages", {})
         except (OSError, ValueError):
@@ -685,7 +685,7 @@ def interrupt_message(args, signum: int) -> str:
         done = (f"finished stages: {', '.join(finished) or 'none'}" + (f"; {'; '.join(parts)}" if parts else "")
                 + f" (in {folder})")
     elif folder is not None and args.command in ("train", "anneal"):
-        from pipelines.trainer import latest_checkpoint
+        from pipelines.training.trainer import latest_checkpoint
         ckpt = latest_checkpoint(folder) if folder.is_dir() else None
         done = f"last checkpoint: {ckpt}" if ckpt else f"no checkpoint yet in {folder}"
     else:
@@ -708,12 +708,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _received.clear()
     handlers = install_signal_handlers()
-    from pipelines.report import AccountingError
-    from pipelines.runner import RunError
-    from pipelines.publish import PublishError
-    from pipelines.sources import SourceAccessError
-    from pipelines.stats import StatsError
-    from pipelines.train_config import TrainError
+    from pipelines.core.report import AccountingError
+    from pipelines.core.run import RunError
+    from pipelines.release.publish import PublishError
+    from pipelines.core.sources import SourceAccessError
+    from pipelines.release.stats import StatsError
+    from pipelines.training.train_config import TrainError
     try:
         return args.func(args)
     except KeyboardInterrupt as e:

@@ -24,9 +24,9 @@ WORK = REPO / "runs" / "bench-ablation"
 
 def contrast_run(folder: Path) -> None:
     """Shards for the two candidates: the tasks' items as text, and the same tokens shuffled."""
-    from pipelines.evaluation import load_task
-    from pipelines.indexed import write_indexed
-    from pipelines.tokenizer import encode
+    from pipelines.evaluation.harness import load_task
+    from pipelines.tokens.indexed import write_indexed
+    from pipelines.tokens.tokenizer import encode
     texts = []
     for task in TASKS:
         for item in load_task(DATA / "eval" / f"{task}.jsonl"):
@@ -43,11 +43,11 @@ def contrast_run(folder: Path) -> None:
 def main() -> None:
     import ray
 
-    from pipelines.ablation import ablate, load_ablation_config
-    from pipelines.config import load_config
-    from pipelines.runner import run_pipeline
-    from pipelines.train_config import load_train_config
-    from pipelines.trainer import train
+    from pipelines.evaluation.ablation import ablate, load_ablation_config
+    from pipelines.core.config import load_config
+    from pipelines.core.run import run_pipeline
+    from pipelines.training.train_config import load_train_config
+    from pipelines.training.trainer import train
     t0 = time.perf_counter()
     WORK.mkdir(parents=True, exist_ok=True)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

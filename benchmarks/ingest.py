@@ -20,10 +20,10 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from benchmarks.common import DATA, REPO, write_results
-from pipelines.config import IngestConfig, load_config
-from pipelines.ingest import ingest_file
-from pipelines.readers import read_json_lines, read_parquet
-from pipelines.sources import SourceFile, file_format
+from pipelines.core.config import IngestConfig, load_config
+from pipelines.ingest.normalise import ingest_file
+from pipelines.ingest.readers import read_json_lines, read_parquet
+from pipelines.core.sources import SourceFile, file_format
 
 COPIES = 8
 FORMATS = {  # name -> (input folder, source, glob)
@@ -147,7 +147,7 @@ def bench_readers(root: Path) -> dict:
 def bench_ray(root: Path) -> dict:
     """Whole-stage ingest of the parquet sources: Ray tasks (ours) vs Ray Data read/map/write."""
     import ray
-    from pipelines.runner import run_pipeline
+    from pipelines.core.run import run_pipeline
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         parquet = [str(p) for folder in ("fineweb-edu", "zyda") for p in sorted((root / folder).rglob("*.parquet"))]

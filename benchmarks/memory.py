@@ -20,15 +20,15 @@ from pathlib import Path
 
 from benchmarks.common import REPO, doc_corpus, ray_workers_rss_mb, take_mb, write_results
 from benchmarks.minhash import write_sources
-from pipelines.config import load_config
-from pipelines.graph import STAGES
+from pipelines.core.config import load_config
+from pipelines.core.graph import STAGES
 
 BASE_MB = 12
 
 
 def measure(scale: int, corpus: list[str]) -> dict:
     import ray
-    from pipelines.runner import run_pipeline
+    from pipelines.core.run import run_pipeline
     docs, n = take_mb(corpus, BASE_MB * scale)
     root = Path(tempfile.mkdtemp(prefix=f"zyda2-mem-{scale}x-"))
     write_sources(docs, root / "in")

@@ -27,7 +27,7 @@ import zstandard
 
 from benchmarks.common import REPO, doc_corpus, peak_rss_mb, ray_workers_rss_mb, take_mb, write_results
 from dedup.minhash import signatures
-from pipelines.config import DedupConfig, load_config
+from pipelines.core.config import DedupConfig, load_config
 
 CORPUS_MB = 110
 SLOW_PEER_MB = 6  # datasketch and datatrove take minutes per 100 MB on this machine
@@ -130,7 +130,7 @@ def write_sources(docs: list[str], root: Path) -> None:
 
 def bench_end_to_end(corpus: list[str], scale: int, base_mb: float) -> dict:
     import ray
-    from pipelines.runner import run_pipeline
+    from pipelines.core.run import run_pipeline
     docs, n = take_mb(corpus, base_mb * scale)
     root = Path(tempfile.mkdtemp(prefix=f"zyda2-e2e-{scale}x-"))
     try:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from benchmarks.common import DATA, REPO, write_results
 from filters.heuristics import HeuristicFilters
 from filters.quality import FastTextClassifier, read_labels, train_fasttext
-from pipelines.config import HeuristicFilterConfig
+from pipelines.core.config import HeuristicFilterConfig
 
 
 def fixture_docs() -> list[str]:

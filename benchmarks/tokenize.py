@@ -5,7 +5,7 @@ sources) and a >= 200 MB corpus that `../shared/tools/make_scale_corpus.py` buil
 sentences (built in a temporary folder and deleted unless `--corpus DIR` names one). One core each:
 SentencePiece `encode(num_threads=1)` (the reference), `tokenizers.encode_batch` with
 RAYON_NUM_THREADS=1 on a BPE built from the same model, kitoken (an exact Rust implementation from
-PyPI) document by document, and ours (`pipelines.encoder.CachedEncoder`, a fresh cache: every miss is
+PyPI) document by document, and ours (`pipelines.tokens.encoder.CachedEncoder`, a fresh cache: every miss is
 paid). Each runs in its own forked process (best of 3 on the fixtures, one run on the large corpus):
 tokens per CPU second of the process (= tokens/s per core, robust to other load on a shared machine),
 wall time, peak RSS growth over the loaded texts (SentencePiece's, tokenizers' and
@@ -38,12 +38,12 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from benchmarks.common import DATA, REPO, write_results  # noqa: E402
-from pipelines.config import ShardsConfig, TokenizeConfig, load_config  # noqa: E402
-from pipelines.encoder import CachedEncoder, cached_encoder  # noqa: E402
-from pipelines.ingest import ingest_file  # noqa: E402
-from pipelines.shards import tokenize_partition, write_shard  # noqa: E402
-from pipelines.sources import INPUT_FOLDERS, discover  # noqa: E402
-from pipelines.tokenizer import model_path  # noqa: E402
+from pipelines.core.config import ShardsConfig, TokenizeConfig, load_config  # noqa: E402
+from pipelines.tokens.encoder import CachedEncoder, cached_encoder  # noqa: E402
+from pipelines.ingest.normalise import ingest_file  # noqa: E402
+from pipelines.tokens.shards import tokenize_partition, write_shard  # noqa: E402
+from pipelines.core.sources import INPUT_FOLDERS, discover  # noqa: E402
+from pipelines.tokens.tokenizer import model_path  # noqa: E402
 
 SCALE_TOOL = DATA.parent / "tools" / "make_scale_corpus.py"
 

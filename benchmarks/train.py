@@ -31,8 +31,8 @@ def make_run(folder: Path) -> Path:
     """A run folder with one train and one val shard of real fixture text (FineWeb-Edu parquet)."""
     import pyarrow.parquet as pq
 
-    from pipelines.indexed import write_indexed
-    from pipelines.tokenizer import encode
+    from pipelines.tokens.indexed import write_indexed
+    from pipelines.tokens.tokenizer import encode
     texts = []
     for path in sorted((DATA / "sources" / "fineweb-edu").rglob("*.parquet")):
         texts += pq.read_table(path, columns=["text"]).column("text").to_pylist()
@@ -50,8 +50,8 @@ def one(spec: dict) -> dict:
 
     import torch
 
-    from pipelines.train_config import load_train_config
-    from pipelines.trainer import train
+    from pipelines.training.train_config import load_train_config
+    from pipelines.training.trainer import train
     steps = spec.get("steps", 15)
     cfg = load_train_config(REPO / "configs" / "train-local.yaml", [
         f"data.mixture=[{{run: '{spec['run']}', component: fwe3}}]", f"data.seq_len={spec['seq_len']}",

@@ -24,7 +24,7 @@ import numba as nb
 import numpy as np
 import pyarrow as pa
 
-from pipelines.config import DedupConfig
+from pipelines.core.config import DedupConfig
 
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)

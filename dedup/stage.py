@@ -30,11 +30,11 @@ from dedup.components import connected_components, split_by
 from dedup.lsh import bucket_edges, bucket_pairs, doc_keys
 from dedup.minhash import jaccard, shingle_set, signatures
 from dedup.resolve import KEEP, REASONS, cluster_stats, resolve
-from pipelines.config import SOURCE_NAMES, DedupConfig
-from pipelines.outputs import PartitionWriter, read_json, write_json, write_table
-from pipelines.schema import DOC_SCHEMA
-from pipelines.sources import SourceFile, make_id
-from pipelines.stages import Stage, StageContext, done_stats, run_partitions, sum_by_source, wait_all, write_marker
+from pipelines.core.config import SOURCE_NAMES, DedupConfig
+from pipelines.core.outputs import PartitionWriter, read_json, write_json, write_table
+from pipelines.core.schema import DOC_SCHEMA
+from pipelines.core.sources import SourceFile, make_id
+from pipelines.core.stages import Stage, StageContext, done_stats, run_partitions, sum_by_source, wait_all, write_marker
 
 DECISION_SCHEMA = pa.schema([
     pa.field("nemo_id", pa.string(), nullable=False),

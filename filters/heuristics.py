@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.config import HeuristicFilterConfig
+from pipelines.core.config import HeuristicFilterConfig
 
 
 @functools.cache

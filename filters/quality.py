@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.config import QualityFilterConfig
+from pipelines.core.config import QualityFilterConfig
 
 
 

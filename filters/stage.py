@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 import ray
 
 from filters.heuristics import HeuristicFilters
-from pipelines.outputs import write_table
-from pipelines.progress import ProgressDisplay
-from pipelines.schema import with_quality_columns
-from pipelines.sources import SourceFile
-from pipelines.stages import (Stage, StageContext, docs_in, done_stats, input_bytes, run_partitions, sum_by_source,
+from pipelines.core.outputs import write_table
+from pipelines.core.progress import ProgressDisplay
+from pipelines.core.schema import with_quality_columns
+from pipelines.core.sources import SourceFile
+from pipelines.core.stages import (Stage, StageContext, docs_in, done_stats, input_bytes, run_partitions, sum_by_source,
                               task_log, write_marker)
 
 EXCERPT_CHARS = 300

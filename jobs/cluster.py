@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from pipelines.config import Config, ConfigError, load_config
+from pipelines.core.config import Config, ConfigError, load_config
 
 
 def ray_start_params(cfg: Config, head: bool, head_tasks: bool = False) -> dict[str, str]:

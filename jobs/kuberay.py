@@ -18,7 +18,7 @@ import yaml
 
 from jobs.cluster import ray_start_params
 from jobs.submit import entrypoint
-from pipelines.config import Config
+from pipelines.core.config import Config
 
 RAY_VERSION = "2.60.0"
 

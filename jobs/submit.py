@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.config import Config, is_url
-from pipelines.runner import RunError
+from pipelines.core.config import Config, is_url
+from pipelines.core.run import RunError
 
 REPO = Path(__file__).resolve().parent.parent
 # never uploaded: environments, run folders, caches (the upload limit is a few hundred MB)

@@ -44,8 +44,8 @@ def ray_instance():
 
 def run_local(out: Path, input_dir: Path | None = None, overrides: list[str] = (), **kwargs) -> dict:
     """Run the local recipe into `out` (on the session Ray instance) and return the report."""
-    from pipelines.config import load_config
-    from pipelines.runner import run_pipeline
+    from pipelines.core.config import load_config
+    from pipelines.core.run import run_pipeline
     cfg = load_config(REPO / "configs" / "local.yaml", list(overrides),
                       input_dir=str(input_dir) if input_dir else None, output_dir=str(out))
     return run_pipeline(cfg, quiet=True, **kwargs)
@@ -81,8 +81,8 @@ def files_digest(root: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="session")
 def pretrained_tiny(local_run, tmp_path_factory):
     """The `tiny` Zamba2 pretrained for 150 steps on the local run's pretrain blend: (config, summary)."""
-    from pipelines.train_config import load_train_config
-    from pipelines.trainer import train
+    from pipelines.training.train_config import load_train_config
+    from pipelines.training.trainer import train
     run, _ = local_run
     cfg = load_train_config(REPO / "configs" / "train-local.yaml",
                             [f"data.mixture=[{{run: '{run}', blend: pretrain}}]",

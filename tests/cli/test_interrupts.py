@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.graph import STAGES
-from pipelines.trainer import latest_checkpoint
+from pipelines.core.graph import STAGES
+from pipelines.training.trainer import latest_checkpoint
 from tests.conftest import REPO, files_digest
 from tests.reliability.test_faults import _live_members
 from tests.training.test_train import _cli_train

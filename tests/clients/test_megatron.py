@@ -25,7 +25,7 @@ BLENDS = ("pretrain", "anneal", "valid")
 
 def megatron_tokenizer():
     from megatron.core.tokenizers import MegatronTokenizer
-    from pipelines.tokenizer import model_path
+    from pipelines.tokens.tokenizer import model_path
     return MegatronTokenizer.from_pretrained(str(model_path()), metadata_path={"library": "sentencepiece"})
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from dedup.minhash import band_keys, candidate_probability, jaccard, shingle_set, signatures
 from dedup.stage import read_signatures
-from pipelines.config import DedupConfig
-from pipelines.sources import INPUT_FOLDERS
+from pipelines.core.config import DedupConfig
+from pipelines.core.sources import INPUT_FOLDERS
 from tests.conftest import run_local
 
 SOURCE_OF_FOLDER = {v: k for k, v in INPUT_FOLDERS.items()}
@@ -183,7 +183,7 @@ def test_word_shingles_match_python_split():
 
 
 def test_rerun_dedup_reuses_signatures(ray_instance, local_run, tmp_path):
-    from pipelines.runner import rerun_dedup
+    from pipelines.core.run import rerun_dedup
     run, report = local_run
     sig_dir = run / "dedup" / "signatures" / "char25_128h_32b_seed10"
     before = {p: p.stat().st_mtime_ns for p in sig_dir.rglob("*.parquet")}

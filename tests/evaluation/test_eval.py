@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.ablation import compare, load_ablation_config, ablate, paired_permutation_p
-from pipelines.evaluation import Item, encode_pair, evaluate_tasks, load_task, score_items, task_files
-from pipelines.tokenizer import BOS, encode
-from pipelines.trainer import load_model
+from pipelines.evaluation.ablation import compare, load_ablation_config, ablate, paired_permutation_p
+from pipelines.evaluation.harness import Item, encode_pair, evaluate_tasks, load_task, score_items, task_files
+from pipelines.tokens.tokenizer import BOS, encode
+from pipelines.training.trainer import load_model
 from tests.conftest import DATA, REPO
 
 EVAL = DATA / "eval"
@@ -89,7 +89,7 @@ def test_eval_command_on_shared_tasks(pretrained_tiny, local_run, tmp_path):
 
 
 def test_scores_equal_lm_evaluation_harness(pretrained_tiny, tmp_path):
-    from pipelines.lm_eval_adapter import run_lm_eval, write_task_configs
+    from pipelines.evaluation.lm_eval_adapter import run_lm_eval, write_task_configs
     _, summary = pretrained_tiny
     model = load_model(summary["checkpoint"])
     names = ["arc_easy", "piqa", "winogrande", "hellaswag"]

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from filters.heuristics import HeuristicFilters, features, pattern_count
-from pipelines.config import HeuristicFilterConfig
+from pipelines.core.config import HeuristicFilterConfig
 
 
 def test_features_equal_zyda1_filtering_features(data_dir):

@@ -11,12 +11,12 @@ import sys
 
 import pytest
 
-import pipelines.readers as readers
-import pipelines.remote as remote
-from pipelines.config import IngestConfig
-from pipelines.ingest import ingest_file
-from pipelines.remote import RemoteReadError, RetryPolicy
-from pipelines.sources import SourceFile
+import pipelines.ingest.readers as readers
+import pipelines.ingest.remote as remote
+from pipelines.core.config import IngestConfig
+from pipelines.ingest.normalise import ingest_file
+from pipelines.ingest.remote import RemoteReadError, RetryPolicy
+from pipelines.core.sources import SourceFile
 from tests.conftest import REPO, files_digest, run_local
 from tests.ingest.fault_server import FaultServer
 

@@ -9,8 +9,8 @@ import orjson
 import pytest
 import zstandard
 
-import pipelines.readers as readers
-from pipelines.readers import Bad, CountMismatch, JsonRecord, read_json_lines
+import pipelines.ingest.readers as readers
+from pipelines.ingest.readers import Bad, CountMismatch, JsonRecord, read_json_lines
 
 LINES = [orjson.dumps({"text": f"record {i} " + "x" * (i * 7 % 23)}) for i in range(9)]
 

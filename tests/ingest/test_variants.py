@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipelines.config import IngestConfig
-from pipelines.ingest import Normaliser, ingest_file
-from pipelines.readers import invalid_utf8_rows
-from pipelines.sources import SourceFile
+from pipelines.core.config import IngestConfig
+from pipelines.ingest.normalise import Normaliser, ingest_file
+from pipelines.ingest.readers import invalid_utf8_rows
+from pipelines.core.sources import SourceFile
 
 TEXTS = ["first document, plain ASCII", "zweites Dokument: Grüße", "第三个文档", "emoji \U0001F600 and \u200d joiner",
          "fifth", "sixth one\nwith a newline"]

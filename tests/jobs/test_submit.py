@@ -14,8 +14,8 @@ import yaml
 
 import zyda2
 from jobs.submit import env_vars, job_args
-from pipelines.config import ConfigError, load_config
-from pipelines.runner import RunError
+from pipelines.core.config import ConfigError, load_config
+from pipelines.core.run import RunError
 from tests.conftest import REPO
 
 
@@ -131,8 +131,8 @@ def test_spill_dir_receives_spilled_objects(tmp_path):
     spill = tmp_path / "spill"
     code = f"""
 import numpy as np, ray
-from pipelines.config import load_config
-from pipelines.runner import ray_session
+from pipelines.core.config import load_config
+from pipelines.core.run import ray_session
 cfg = load_config("configs/local.yaml", ["ray.spill_dir={spill}", "ray.object_store_mb=80", "ray.num_cpus=1"])
 with ray_session(cfg):
     refs = [ray.put(np.full(20 << 20, i, np.uint8)) for i in range(8)]

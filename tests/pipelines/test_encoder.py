@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pipelines.config import load_config
-from pipelines.encoder import CachedEncoder, PreTokenizer, cached_encoder
-from pipelines.ingest import ingest_file
-from pipelines.sources import INPUT_FOLDERS, discover
-from pipelines.tokenizer import BOS, EOS, model_path
+from pipelines.core.config import load_config
+from pipelines.tokens.encoder import CachedEncoder, PreTokenizer, cached_encoder
+from pipelines.ingest.normalise import ingest_file
+from pipelines.core.sources import INPUT_FOLDERS, discover
+from pipelines.tokens.tokenizer import BOS, EOS, model_path
 from tests.conftest import REPO
 
 
@@ -73,8 +73,8 @@ def test_every_ext_document(data_dir, reference, tmp_path):
 
 
 def test_a_tiny_cache_is_emptied_and_still_exact(data_dir, reference, tmp_path, monkeypatch):
-    import pipelines.encoder
-    monkeypatch.setattr(pipelines.encoder, "CHUNK_CHARS", 1)  # one document per chunk
+    import pipelines.tokens.encoder
+    monkeypatch.setattr(pipelines.tokens.encoder, "CHUNK_CHARS", 1)  # one document per chunk
     texts = read_texts(data_dir / "sources", tmp_path)[:300]
     enc = assert_same_ids(texts, reference, cache_units=500)
     assert enc.misses > 2 * 500               # the cache was emptied and refilled

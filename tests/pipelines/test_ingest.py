@@ -9,8 +9,8 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.schema import DOC_SCHEMA
-from pipelines.sources import INPUT_FOLDERS
+from pipelines.core.schema import DOC_SCHEMA
+from pipelines.core.sources import INPUT_FOLDERS
 
 SOURCE_OF_FOLDER = {v: k for k, v in INPUT_FOLDERS.items()}
 
@@ -104,7 +104,7 @@ def test_dclm_parquet_mirror_reads_like_the_jsonl(ray_instance, data_dir, tmp_pa
     """mlfoundations/dclm-baseline-1.0-parquet carries the same records as parquet: same documents out."""
     import zstandard
 
-    from pipelines.sources import part_name
+    from pipelines.core.sources import part_name
     from tests.conftest import run_local
     rel = "global-shard_01_of_10/local-shard_0_of_10/shard_00000000_processed"
     raw = zstandard.ZstdDecompressor().stream_reader(open(data_dir / "sources" / "dclm" / f"{rel}.jsonl.zst", "rb"))

@@ -8,10 +8,10 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import load_config
-from pipelines.report import AccountingError, build_report, check_report
-from pipelines.runner import RunError, run_pipeline
-from pipelines.sources import discover
+from pipelines.core.config import load_config
+from pipelines.core.report import AccountingError, build_report, check_report
+from pipelines.core.run import RunError, run_pipeline
+from pipelines.core.sources import discover
 from tests.conftest import REPO, files_digest, run_local
 
 

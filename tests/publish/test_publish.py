@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.publish import build_card, upload_plan, write_card
-from pipelines.schema import QUALITY_SCHEMA
-from pipelines.shards import COMPONENTS
+from pipelines.release.publish import build_card, upload_plan, write_card
+from pipelines.core.schema import QUALITY_SCHEMA
+from pipelines.tokens.shards import COMPONENTS
 from tests.conftest import REPO
 from tests.publish.fake_hub import FakeHub
 
@@ -186,7 +186,7 @@ def test_user_mistakes_are_one_line_errors(run_copy, tmp_path, args, token, mess
 
 
 def test_unfinished_or_foreign_folders_are_refused(tmp_path):
-    from pipelines.publish import PublishError
+    from pipelines.release.publish import PublishError
     with pytest.raises(PublishError, match="not a zyda2 run folder"):
         write_card(tmp_path, REPO_ID)
     (tmp_path / "manifest.json").write_text('{"status": "running"}')

@@ -41,11 +41,11 @@ def test_missing_credentials(capsys, tmp_path):
 
 
 def test_disk_full(capsys, tmp_path, monkeypatch):
-    import pipelines.runner
+    import pipelines.core.run
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
-    monkeypatch.setattr(pipelines.runner, "write_json", full)
+    monkeypatch.setattr(pipelines.core.run, "write_json", full)
     err = run_cli(capsys, "run", str(REPO / "configs" / "local.yaml"), "--output", str(tmp_path / "o"), "--quiet")
     assert "disk full writing" in err and "manifest.json" in err and "--resume" in err
 

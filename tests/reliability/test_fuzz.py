@@ -16,10 +16,10 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import pipelines.readers as readers
-from pipelines.config import ConfigError, IngestConfig, load_config
-from pipelines.ingest import ingest_file
-from pipelines.sources import SourceFile
+import pipelines.ingest.readers as readers
+from pipelines.core.config import ConfigError, IngestConfig, load_config
+from pipelines.ingest.normalise import ingest_file
+from pipelines.core.sources import SourceFile
 
 FUZZ = settings(max_examples=int(os.environ.get("ZYDA2_FUZZ_EXAMPLES", 60)), deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

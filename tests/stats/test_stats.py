@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 import zyda2
-from pipelines.stats import dedup_overlap, quality_scores, sample_column, write_stats
+from pipelines.release.stats import dedup_overlap, quality_scores, sample_column, write_stats
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 PLOTS = {"flow", "removals", "tokens", "cluster_sizes", "overlap", "scores", "mixtures", "throughput"}

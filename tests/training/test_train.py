@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.model import EOS_ID, count_parameters, zamba2_config
-from pipelines.schedule import anneal_lr, pretrain_lr
-from pipelines.token_stream import DocumentStream, PackedSequences, mixture_sources
-from pipelines.train_config import (AnnealConfig, ConfigError, MixtureEntry, ScheduleConfig, TrainError,
+from pipelines.training.model import EOS_ID, count_parameters, zamba2_config
+from pipelines.training.schedule import anneal_lr, pretrain_lr
+from pipelines.training.token_stream import DocumentStream, PackedSequences, mixture_sources
+from pipelines.training.train_config import (AnnealConfig, ConfigError, MixtureEntry, ScheduleConfig, TrainError,
                                     load_train_config)
-from pipelines.trainer import evaluate, load_model, train, validation_sets
+from pipelines.training.trainer import evaluate, load_model, train, validation_sets
 from tests.conftest import REPO
 
 CONFIG = REPO / "configs" / "train-local.yaml"
@@ -53,7 +53,7 @@ def test_val_loss_falls_clearly_below_unigram_entropy(pretrained_tiny):
 def test_checkpoint_reloads_into_zamba2_and_generates(pretrained_tiny):
     from transformers import Zamba2ForCausalLM
 
-    from pipelines.tokenizer import BOS, decode, encode
+    from pipelines.tokens.tokenizer import BOS, decode, encode
     cfg, summary = pretrained_tiny
     model = load_model(summary["checkpoint"])
     assert isinstance(model, Zamba2ForCausalLM)

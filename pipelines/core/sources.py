@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 import fsspec
 
-from pipelines.config import Config, ConfigError, SourceConfig, is_url
+from pipelines.core.config import Config, ConfigError, SourceConfig, is_url
 
 # Folder of each source inside an `--input` directory (the layout of ../shared/data/sources).
 INPUT_FOLDERS = {"dclm": "dclm", "fwe": "fineweb-edu", "zyda": "zyda", "dolma-cc": "dolma-cc"}
@@ -125,7 +125,7 @@ def _matches(rel: str, pattern: str) -> bool:
 
 def _list_files(name: str, src: SourceConfig, policy) -> list[tuple[str, str]]:
     """(url, rel) of every file of a source, sorted by rel. Remote listings are retried like reads."""
-    from pipelines.remote import open_input, with_retries
+    from pipelines.ingest.remote import open_input, with_retries
     include = src.include or DEFAULT_INCLUDE[name]
     root = src.path.rstrip("/")
     if src.files_from:
@@ -160,7 +160,7 @@ def _list_files(name: str, src: SourceConfig, policy) -> list[tuple[str, str]]:
 
 def discover(cfg: Config) -> list[SourceFile]:
     """Every input file of every enabled source, in a deterministic order."""
-    from pipelines.remote import RetryPolicy
+    from pipelines.ingest.remote import RetryPolicy
     net = cfg.network
     policy = RetryPolicy(net.retries, net.backoff_s, net.max_backoff_s, net.timeout_s)
     files: list[SourceFile] = []

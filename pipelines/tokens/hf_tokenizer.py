@@ -3,7 +3,7 @@
 `AutoTokenizer.from_pretrained(<checkpoint>)` loads transformers' `SentencePieceBackend` over the
 very `tokenizer.model` the shards were tokenized with: encoding is SentencePiece's own, id-exact on
 every fixture document. A `tokenizers` (Rust) tokenizer converted from the same model is not: it
-differs on runs of spaces (76 of 2,368 fixture documents, see `pipelines/tokenizer.py`).
+differs on runs of spaces (76 of 2,368 fixture documents, see `pipelines/tokens/tokenizer.py`).
 
 Policy as trained (`tokenize.add_bos` of the data's run): `tokenizer(text)` gives
 `[BOS] + ids` when the documents were trained with BOS, else `ids`. EOS is never added by the
@@ -18,7 +18,7 @@ import json
 import shutil
 from pathlib import Path
 
-from pipelines.tokenizer import BOS, EOS, model_path
+from pipelines.tokens.tokenizer import BOS, EOS, model_path
 
 
 def save_tokenizer(folder: Path, add_bos: bool, max_length: int) -> None:

@@ -40,7 +40,7 @@ import re
 import numba as nb
 import numpy as np
 
-from pipelines.tokenizer import BOS, EOS, _processor, model_path
+from pipelines.tokens.tokenizer import BOS, EOS, _processor, model_path
 
 SPACES = " \u2581"  # a space, and SentencePiece's own whitespace mark "▁" (U+2581), which is what " " becomes
 _NORMAL, _USER_DEFINED, _UNUSED = 1, 4, 5  # ModelProto.SentencePiece.Type
@@ -210,7 +210,7 @@ class CachedEncoder:
         return _gather(rows, doc_units, self._id_start, self._id_len, self._ids, add_bos, append_eos, BOS, EOS)
 
     def encode(self, texts: list[str], add_bos: bool = False, append_eos: bool = True) -> list[list[int]]:
-        """Token ids of each text as lists (what `pipelines.tokenizer.encode` returns)."""
+        """Token ids of each text as lists (what `pipelines.tokens.tokenizer.encode` returns)."""
         ids, offsets = self.encode_flat(texts, add_bos, append_eos)
         flat = ids.tolist()
         return [flat[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]

@@ -24,18 +24,18 @@ from pathlib import Path
 
 import ray
 
-from pipelines.config import Config, config_from_dict, is_url
-from pipelines.outputs import read_json, remove_stale_temp, write_json
-from pipelines.progress import ProgressCounter
-from pipelines.report import build_report, check_report
-from pipelines.sources import discover
-from pipelines.graph import planned_stages, run_stages
-from pipelines.progress import say
-from pipelines.stages import StageContext
+from pipelines.core.config import Config, config_from_dict, is_url
+from pipelines.core.outputs import read_json, remove_stale_temp, write_json
+from pipelines.core.progress import ProgressCounter
+from pipelines.core.report import build_report, check_report
+from pipelines.core.sources import discover
+from pipelines.core.graph import planned_stages, run_stages
+from pipelines.core.progress import say
+from pipelines.core.stages import StageContext
 
 log = logging.getLogger("zyda2")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("ray", "pyarrow", "datatrove", "datasketch", "numpy", "orjson", "zstandard", "fsspec",
             "huggingface-hub", "torch")
 

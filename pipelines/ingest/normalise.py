@@ -17,13 +17,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.config import IngestConfig
-from pipelines.outputs import PartitionWriter
-from pipelines.readers import (ArrowBatch, Bad, JsonRecord, _first_bad_byte, _text_as_utf8, invalid_utf8_rows,
+from pipelines.core.config import IngestConfig
+from pipelines.core.outputs import PartitionWriter
+from pipelines.ingest.readers import (ArrowBatch, Bad, JsonRecord, _first_bad_byte, _text_as_utf8, invalid_utf8_rows,
                                read_json_lines, read_parquet)
-from pipelines.schema import DOC_SCHEMA, LIFTED, QUARANTINE_SCHEMA
-from pipelines.remote import RetryPolicy, open_input
-from pipelines.sources import SourceFile, make_id
+from pipelines.core.schema import DOC_SCHEMA, LIFTED, QUARANTINE_SCHEMA
+from pipelines.ingest.remote import RetryPolicy, open_input
+from pipelines.core.sources import SourceFile, make_id
 
 MAX_BATCH_TEXT_BYTES = 64 << 20  # flush a batch early when its text exceeds this (huge documents)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.tokenizer import BOS as BOS_ID, EOS as EOS_ID, VOCAB_SIZE
+from pipelines.tokens.tokenizer import BOS as BOS_ID, EOS as EOS_ID, VOCAB_SIZE
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PRESETS = REPO / "configs" / "models.yaml"
 
 

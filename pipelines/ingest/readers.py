@@ -10,7 +10,7 @@ bug must fail the run, not lose records), and `RemoteReadError` when the network
 Why our own line loop instead of datatrove's `JsonlReader`: datatrove skips malformed lines with a
 log warning (a silent drop for our accounting) and stops at a truncated stream without saying
 where; `benchmarks/ingest.py` measures this loop against it (see README for the figures).
-Files are opened through fsspec (`pipelines.remote` adds retries for URLs), so local paths, hf://
+Files are opened through fsspec (`pipelines.ingest.remote` adds retries for URLs), so local paths, hf://
 and https:// all stream the same way.
 
 JSON lines as producers write them:
@@ -40,8 +40,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from pipelines.remote import RemoteReadError, open_input
-from pipelines.report import AccountingError
+from pipelines.ingest.remote import RemoteReadError, open_input
+from pipelines.core.report import AccountingError
 
 READ_BUFFER = 1 << 20  # bytes read from the (possibly remote) file per request; independent of batch size
 
@@ -261,7 +261,7 @@ def read_json_lines(url: str, fmt: str, max_records: int | None = None, read_buf
     After the whole file, the rows emitted must equal the newline-terminated records of the
     decompressed stream (counted per chunk, apart from the line splitter) and the compressed bytes
     consumed must equal the file size, else `CountMismatch`. `opener(url)` returns a binary file
-    object with `.size` (default: `pipelines.remote.open_input`)."""
+    object with `.size` (default: `pipelines.ingest.remote.open_input`)."""
     st = StreamStats()
     row, offset = 0, 0
     partial = [b""]

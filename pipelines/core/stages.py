@@ -22,13 +22,13 @@ from typing import Callable
 
 import ray
 
-from pipelines.config import Config, is_url
-from pipelines.ingest import ingest_file
-from pipelines.readers import CountMismatch
-from pipelines.remote import RemoteReadError, RetryPolicy, host_of
-from pipelines.outputs import read_json, write_json
-from pipelines.progress import ProgressDisplay, say
-from pipelines.sources import SourceFile
+from pipelines.core.config import Config, is_url
+from pipelines.ingest.normalise import ingest_file
+from pipelines.ingest.readers import CountMismatch
+from pipelines.ingest.remote import RemoteReadError, RetryPolicy, host_of
+from pipelines.core.outputs import read_json, write_json
+from pipelines.core.progress import ProgressDisplay, say
+from pipelines.core.sources import SourceFile
 
 log = logging.getLogger("zyda2")
 
@@ -260,7 +260,7 @@ class IngestStage(Stage):
         by_source = sum_by_source(stats, [name for name, src in ctx.cfg.sources.items() if src.enabled])
         empty = [name for name, c in by_source.items() if c["out"] == 0]
         if empty and (not ctx.allow_empty or len(empty) == len(by_source)):
-            from pipelines.runner import RunError
+            from pipelines.core.run import RunError
             why = "; ".join(f"{name}: {c['in']:,} records read, {c['quarantined']:,} quarantined"
                             + (f" ({', '.join(f'{r} {n:,}' for r, n in c['quarantine_reasons'].items())})"
                                if c.get("quarantine_reasons") else "")

@@ -1,6 +1,6 @@
 """Training and annealing configuration: YAML -> typed dataclasses, as strict as the pipeline's.
 
-Same loader rules as `pipelines.config` (unknown keys and wrong types fail on load, `base:`
+Same loader rules as `pipelines.core.config` (unknown keys and wrong types fail on load, `base:`
 inheritance, `${VAR:-default}`, `--set key=value`); relative paths resolve against the YAML's folder.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.config import ConfigError, _build, read_config_data
-from pipelines.model import PRESETS, load_presets
+from pipelines.core.config import ConfigError, _build, read_config_data
+from pipelines.training.model import PRESETS, load_presets
 
 
 class TrainError(RuntimeError):

@@ -28,12 +28,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from pipelines.indexed import write_indexed
-from pipelines.outputs import write_json, write_table
-from pipelines.schema import QUALITY_SCHEMA, with_quality_columns
-from pipelines.sources import SourceFile
-from pipelines.stages import Stage, StageContext, run_partitions, sum_by_source, wait_all
-from pipelines.encoder import cached_encoder
+from pipelines.tokens.indexed import write_indexed
+from pipelines.core.outputs import write_json, write_table
+from pipelines.core.schema import QUALITY_SCHEMA, with_quality_columns
+from pipelines.core.sources import SourceFile
+from pipelines.core.stages import Stage, StageContext, run_partitions, sum_by_source, wait_all
+from pipelines.tokens.encoder import cached_encoder
 
 COMPONENTS = {"dclm": "dclm_crossdeduped", "fwe": "fwe3", "zyda": "zyda_crossdeduped-filtered",
               "dolma-cc": "dolma-cc_crossdeduped-filtered"}

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.hf_tokenizer import checkpoint_add_bos
-from pipelines.indexed import IndexedDataset
-from pipelines.tokenizer import BOS, EOS, _processor, encode
+from pipelines.tokens.hf_tokenizer import checkpoint_add_bos
+from pipelines.tokens.indexed import IndexedDataset
+from pipelines.tokens.tokenizer import BOS, EOS, _processor, encode
 
 DEFAULT_TASKS = ("arc_easy", "arc_challenge", "piqa", "winogrande", "openbookqa", "hellaswag")
 
@@ -186,7 +186,7 @@ def bits_per_byte(model, dataset: IndexedDataset, seq_len: int, max_sequences: i
 
     The shard is packed in file order into non-overlapping windows (as in validation loss); every
     predicted token counts its bytes (SentencePiece's word-boundary marker counts as the space it is)."""
-    from pipelines.token_stream import validation_sequences
+    from pipelines.training.token_stream import validation_sequences
     seqs = validation_sequences(dataset, seq_len, max_sequences)
     nbytes = token_bytes()
     device = next(model.parameters()).device
@@ -219,7 +219,7 @@ def evaluate_checkpoint(checkpoint: Path, eval_dir: Path | None, tasks: list[str
                         batch_size: int = 16, limit: int | None = None, bpb_sequences: int = 64,
                         seq_len: int = 256, device: str = "cpu", quiet: bool = False) -> dict:
     """Everything `zyda2.py eval` reports for one checkpoint, as one JSON-able dict."""
-    from pipelines.trainer import load_model
+    from pipelines.training.trainer import load_model
     model = load_model(checkpoint, device)
     result = {"checkpoint": str(checkpoint), "tasks": {}, "bpb": {}}
     local = [t for t in tasks if eval_dir and (Path(eval_dir) / f"{t}.jsonl").is_file()]
@@ -228,11 +228,11 @@ def evaluate_checkpoint(checkpoint: Path, eval_dir: Path | None, tasks: list[str
         result["tasks"].update(evaluate_tasks(model, task_files(eval_dir, local), batch_size, limit, quiet,
                                               checkpoint_add_bos(checkpoint)))
     if others:
-        from pipelines.lm_eval_adapter import run_lm_eval
+        from pipelines.evaluation.lm_eval_adapter import run_lm_eval
         result["tasks"].update(run_lm_eval(checkpoint, others, batch_size=batch_size, limit=limit, model=model))
     result["aggregate"] = aggregate(result["tasks"])
     if run_dir is not None:
-        from pipelines.token_stream import validation_shards
+        from pipelines.training.token_stream import validation_shards
         for name, ds in validation_shards(run_dir).items():
             if ds.n_tokens > seq_len:
                 result["bpb"][name] = bits_per_byte(model, ds, seq_len, bpb_sequences, batch_size)

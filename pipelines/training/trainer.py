@@ -27,14 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipelines.curves import plot_training
-from pipelines.hf_tokenizer import save_tokenizer, trained_add_bos
-from pipelines.model import VOCAB_SIZE, build_model, count_parameters, flops_per_token, zamba2_config
-from pipelines.progress import format_seconds
-from pipelines.schedule import anneal_lr, pretrain_lr
-from pipelines.token_stream import (PackedSequences, mixture_sources, unigram_entropy, validation_sequences,
+from pipelines.training.curves import plot_training
+from pipelines.tokens.hf_tokenizer import save_tokenizer, trained_add_bos
+from pipelines.training.model import VOCAB_SIZE, build_model, count_parameters, flops_per_token, zamba2_config
+from pipelines.core.progress import format_seconds
+from pipelines.training.schedule import anneal_lr, pretrain_lr
+from pipelines.training.token_stream import (PackedSequences, mixture_sources, unigram_entropy, validation_sequences,
                                     validation_shards)
-from pipelines.train_config import TrainConfig, TrainError
+from pipelines.training.train_config import TrainConfig, TrainError
 
 
 def _quiet_transformers() -> None:

@@ -6,10 +6,10 @@ import time
 
 from dedup.stage import DedupStage
 from filters.stage import HeuristicFilterStage, QualityFilterStage
-from pipelines.outputs import remove_stale_temp
-from pipelines.progress import format_seconds, say
-from pipelines.shards import ShardsStage, TokenizeStage
-from pipelines.stages import IngestStage, Stage, StageContext
+from pipelines.core.outputs import remove_stale_temp
+from pipelines.core.progress import format_seconds, say
+from pipelines.tokens.shards import ShardsStage, TokenizeStage
+from pipelines.core.stages import IngestStage, Stage, StageContext
 
 STAGES: list[Stage] = [
     IngestStage(),

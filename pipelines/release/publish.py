@@ -28,9 +28,9 @@ from huggingface_hub import DatasetCard, DatasetCardData, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
 
-from pipelines.outputs import read_json
-from pipelines.schema import QUALITY_SCHEMA
-from pipelines.shards import COMPONENTS
+from pipelines.core.outputs import read_json
+from pipelines.core.schema import QUALITY_SCHEMA
+from pipelines.tokens.shards import COMPONENTS
 
 LICENSE = "odc-by"  # Zyda-2's license; every component's source is ODC-By (DCLM: CC-BY-4.0) under Common Crawl terms
 STAGE_ORDER = ("ingest", "heuristic_filter", "dedup", "quality_filter", "tokenize", "shards")

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pipelines.config import ConfigError, RayConfig, _build, read_config_data
-from pipelines.train_config import MixtureEntry, TrainError, _validate_mixture, load_train_config
+from pipelines.core.config import ConfigError, RayConfig, _build, read_config_data
+from pipelines.training.train_config import MixtureEntry, TrainError, _validate_mixture, load_train_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -112,8 +112,8 @@ def _run_one(cfg_dict: dict, candidate: str | None, seed: int, out: str) -> dict
     """One Ray task: anneal the base checkpoint on one candidate with one data seed, then evaluate."""
     import torch
 
-    from pipelines.evaluation import evaluate_checkpoint
-    from pipelines.trainer import train
+    from pipelines.evaluation.harness import evaluate_checkpoint
+    from pipelines.training.trainer import train
     cfg = _build(AblationConfig, cfg_dict, "")
     threads = max(1, int(cfg.cpus_per_run))
     torch.set_num_threads(threads)
@@ -293,7 +293,7 @@ def ablate(cfg: AblationConfig, quiet: bool = False) -> dict:
     """Run (or finish) every anneal and evaluation, then write the comparison table, chart and manifest."""
     import ray
 
-    from pipelines.runner import ray_session
+    from pipelines.core.run import ray_session
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
