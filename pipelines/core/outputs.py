@@ -8,9 +8,11 @@ same rows always give the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,6 +27,27 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """The one atomic writer: yields a temporary path beside `path` (same folder, so the rename is
+    atomic); on success the file written there replaces `path`, on any error it is deleted. A worker
+    killed in between leaves only a `.name.tmp-<pid>` file, which `remove_stale_temp` clears."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def remove_stale_temp(root: Path) -> int:
     """Delete half-written files (of killed workers or a killed run). Only safe while nothing writes."""
     stale = list(Path(root).rglob(".*.tmp-*"))
@@ -34,10 +57,7 @@ def remove_stale_temp(root: Path) -> int:
 
 
 def write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path):
@@ -45,10 +65,8 @@ def read_json(path: Path):
 
 
 def write_table(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    pq.write_table(table, tmp, **PARQUET_OPTIONS)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, **PARQUET_OPTIONS)
 
 
 class PartitionWriter:

@@ -12,19 +12,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import platform
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 
 import ray
 
 from pipelines.core.config import Config, config_from_dict, is_url
+from pipelines.core.provenance import REPO_ROOT, git_commit, versions
 from pipelines.core.outputs import read_json, remove_stale_temp, write_json
 from pipelines.core.progress import ProgressCounter
 from pipelines.core.report import build_report, check_report
@@ -35,7 +33,6 @@ from pipelines.core.stages import StageContext
 
 log = logging.getLogger("zyda2")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("ray", "pyarrow", "datatrove", "datasketch", "numpy", "orjson", "zstandard", "fsspec",
             "huggingface-hub", "torch")
 
@@ -99,24 +96,6 @@ def ray_session(cfg: Config):
         yield
     finally:
         ray.shutdown(wait_for_processes=True)  # an interrupted run leaves no Ray process behind
-
-
-def _versions() -> dict[str, str | None]:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=5, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -259,7 +238,7 @@ def run_pipeline(cfg: Config, resume: bool = False, overwrite: bool = False, qui
     attempt = {"command": command, "started_at": _now(), "status": "running", "seconds": 0.0}
     attempts.append(attempt)
     manifest = {"run_name": cfg.run_name, "config": cfg.to_dict(), "config_hash": cfg.hash(), "stages_run": only,
-                "versions": _versions(), "git_commit": _git_commit(), "status": "running",
+                "versions": versions(PACKAGES), "git_commit": git_commit(), "status": "running",
                 "command": command, "started_at": (old or {}).get("started_at", attempt["started_at"]),
                 "attempts": attempts, "total_seconds": 0.0,
                 "stages": {name: {"status": "done" if prior.get(name, {}).get("status") == "done" and

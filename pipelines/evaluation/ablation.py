@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import platform
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from pipelines.core.provenance import git_commit
 from pipelines.core.config import ConfigError, RayConfig, _build, read_config_data
 from pipelines.training.train_config import MixtureEntry, TrainError, _validate_mixture, load_train_config
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -272,17 +271,13 @@ def _sha256(path: Path) -> str:
 def _manifest(cfg: AblationConfig, results: dict) -> dict:
     import torch
     import transformers
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = None
     tcfg = load_train_config(cfg.train_config, cfg.train_overrides)
     return {
         "command": " ".join(sys.argv), "config": dataclasses.asdict(cfg),
         "train_config": tcfg.to_dict(), "train_config_hash": tcfg.hash(),
         "base_checkpoint_sha256": _sha256(Path(cfg.base_checkpoint) / "model" / "model.safetensors"),
         "anneal_mixtures": {c: [dataclasses.asdict(e) for e in anneal_mixture(cfg, c)] for c in cfg.candidates},
-        "git_commit": commit, "python": platform.python_version(),
+        "git_commit": git_commit(), "python": platform.python_version(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "numpy": np.__version__},
         "runs": {c: [{"seed": r["seed"], "aggregate": r["aggregate"]["score"]} for r in rs] for c, rs in results.items()},
