@@ -98,7 +98,10 @@ def source_overrides(names: str | None) -> list[str]:
 
 def _load(args):
     overrides = source_overrides(getattr(args, "sources", None)) + list(args.overrides)
-    return load_config(args.config, overrides, input_dir=args.input, output_dir=args.output)
+    cfg = load_config(args.config, overrides, input_dir=args.input, output_dir=args.output)
+    from pipelines.pipeline import PIPELINE
+    PIPELINE.check_config(cfg)  # stage names in the config are the pipeline's
+    return cfg
 
 
 def cmd_run(args) -> int:
@@ -117,8 +120,8 @@ def cmd_run(args) -> int:
 
 def print_plan(cfg) -> int:
     """`run --plan`: the input files per source, the stages and the outputs; reads no document."""
-    from pipelines.core.graph import planned_stages
     from pipelines.core.run import check_inputs
+    from pipelines.pipeline import PIPELINE
     from pipelines.core.sources import discover
     files = discover(cfg)
     for name, src in sorted(cfg.sources.items()):
@@ -130,7 +133,7 @@ def print_plan(cfg) -> int:
         print(f"source {name}: {len(mine)} files, {size / 1e6:,.1f} MB under {src.files_from or src.path}")
         for f in mine:
             print(f"  {f.rel}  ({f.fmt}, id prefix {f.id_prefix})")
-    stages = planned_stages(cfg)
+    stages = PIPELINE.planned(cfg)
     print(f"stages ({len(stages)}): {' -> '.join(s.name for s in stages)}")
     out = Path(cfg.output_dir)
     state = "holds a run (needs --resume or --overwrite)" if (out / "manifest.json").exists() else \
@@ -668,12 +671,12 @@ def interrupt_message(args, signum: int) -> str:
     folder: Path | None = getattr(args, "run_folder", None)
     done = ""
     if folder is not None and (folder / "manifest.json").is_file() and args.command in ("run", "dedup"):
-        from pipelines.core.graph import STAGES
+        from pipelines.pipeline import PIPELINE
         try:
             stages = read_json(folder / "manifest.json").get("stages", {})
         except (OSError, ValueError):
             stages = {}
-        order = [s.name for s in STAGES]
+        order = list(PIPELINE.names)
         stages = dict(sorted(stages.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
         finished = [s for s, st in stages.items() if isinstance(st, dict) and st.get("status") == "done"]
         cut = [s for s, st in stages.items() if isinstance(st, dict) and st.get("status") == "interrupted"]

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from benchmarks.common import DATA, REPO, write_results
 from pipelines.core.config import IngestConfig, load_config
-from pipelines.ingest.normalise import ingest_file
+from pipelines.ingest.stage import ingest_file
 from pipelines.ingest.readers import read_json_lines, read_parquet
 from pipelines.core.sources import SourceFile, file_format
 

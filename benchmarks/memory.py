@@ -21,7 +21,7 @@ from pathlib import Path
 from benchmarks.common import REPO, doc_corpus, ray_workers_rss_mb, take_mb, write_results
 from benchmarks.minhash import write_sources
 from pipelines.core.config import load_config
-from pipelines.core.graph import STAGES
+from pipelines.pipeline import PIPELINE
 
 BASE_MB = 12
 
@@ -37,7 +37,7 @@ def measure(scale: int, corpus: list[str]) -> dict:
     try:
         cfg = load_config(REPO / "configs" / "local.yaml", ["heuristic_filter.apply_to=[zyda, dolma-cc]"],
                           input_dir=str(root / "in"), output_dir=str(root / "out"))
-        names = [s.name for s in STAGES]
+        names = [s.name for s in PIPELINE]
         for i, name in enumerate(names):
             samples: list[float] = []
             stop = threading.Event()

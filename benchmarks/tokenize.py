@@ -40,8 +40,9 @@ import pyarrow.parquet as pq  # noqa: E402
 from benchmarks.common import DATA, REPO, write_results  # noqa: E402
 from pipelines.core.config import ShardsConfig, TokenizeConfig, load_config  # noqa: E402
 from pipelines.tokens.encoder import CachedEncoder, cached_encoder  # noqa: E402
-from pipelines.ingest.normalise import ingest_file  # noqa: E402
-from pipelines.tokens.shards import tokenize_partition, write_shard  # noqa: E402
+from pipelines.ingest.stage import ingest_file  # noqa: E402
+from pipelines.tokens.shards import write_shard
+from pipelines.tokens.tokenize import tokenize_partition  # noqa: E402
 from pipelines.core.sources import INPUT_FOLDERS, discover  # noqa: E402
 from pipelines.tokens.tokenizer import model_path  # noqa: E402
 

@@ -28,13 +28,16 @@ import ray
 
 from dedup.components import connected_components, split_by
 from dedup.lsh import bucket_edges, bucket_pairs, doc_keys
-from dedup.minhash import jaccard, shingle_set, signatures
+from dedup.minhash import jaccard, shingle_set
 from dedup.resolve import KEEP, REASONS, cluster_stats, resolve
+from dedup.signatures import read_signatures, signature_tag, write_signatures
 from pipelines.core.config import SOURCE_NAMES, DedupConfig
-from pipelines.core.outputs import PartitionWriter, read_json, write_json, write_table
+from pipelines.core.counts import Counts, by_source
+from pipelines.core.executor import write_marker, write_output
+from pipelines.core.outputs import read_json, write_json
 from pipelines.core.schema import DOC_SCHEMA
 from pipelines.core.sources import SourceFile, make_id
-from pipelines.core.stages import Stage, StageContext, done_stats, run_partitions, sum_by_source, wait_all, write_marker
+from pipelines.core.stage import GlobalStage, Partition, StageOutput
 
 DECISION_SCHEMA = pa.schema([
     pa.field("nemo_id", pa.string(), nullable=False),
@@ -53,73 +56,54 @@ def key_to_nemo_id(key, id_table: list[tuple[str, int]]) -> str:
     return make_id(prefix, int(key & np.uint64(0xFFFFFFFF)), partition)
 
 
-def signature_tag(cfg: DedupConfig) -> str:
-    """Folder name of a signature cache: everything signatures depend on, nothing else."""
-    return f"{cfg.shingle}{cfg.ngram}_{cfg.num_hashes}h_{cfg.hash_bits}b_seed{cfg.seed}"
-
-
-def write_signatures(docs_path: Path, out_path: Path, cfg: DedupConfig) -> int:
-    table = pq.read_table(docs_path, columns=["text", "src_row"])
-    sigs = signatures(table.column("text"), cfg)
-    flat = pa.array(sigs.ravel(), pa.uint32() if cfg.hash_bits == 32 else pa.uint64())
-    write_table(out_path, pa.table({"src_row": table.column("src_row"),
-                                    "signature": pa.FixedSizeListArray.from_arrays(flat, cfg.num_hashes)}))
-    return table.num_rows
-
-
-def read_signatures(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    table = pq.read_table(path)
-    col = table.column("signature").combine_chunks()
-    width = col.type.list_size
-    sigs = col.values.to_numpy(zero_copy_only=False).reshape(-1, width)
-    return table.column("src_row").to_numpy(), sigs
-
-
-class DedupStage(Stage):
+class DedupStage(GlobalStage):
     name = "dedup"
 
-    def run(self, ctx: StageContext, upstream):
-        cfg = ctx.cfg.dedup
+    def run(self, ex, upstream: dict[str, Counts]) -> dict[str, Counts]:
+        cfg = ex.cfg.dedup
         tag = signature_tag(cfg)
         sig_dir = f"dedup/signatures/{tag}"
-        upstream_hash = ctx.cfg.section_hash("ingest", "heuristic_filter")
-        docs_dir = dict(ctx.docs_dirs)
+        out, progress = ex.out, ex.progress
+        docs = [ex.partition(self.name, sf).docs for sf in ex.files]
+        index = {(sf.source, sf.rel): i for i, sf in enumerate(ex.files)}
 
         def sig_task(sf: SourceFile) -> dict:
-            path = ctx.docs_path(sf, docs_dir)
-            n = write_signatures(path, ctx.out / sig_dir / sf.source / f"{sf.part_name}.parquet", cfg)
-            ctx.progress.add.remote(sig_dir, n, path.stat().st_size)
+            path = docs[index[(sf.source, sf.rel)]]
+            n = write_signatures(path, out / sig_dir / sf.source / f"{sf.part_name}.parquet", cfg)
+            progress.add.remote(sig_dir, n, path.stat().st_size)
             return {"source": sf.source, "docs": n}
 
-        run_partitions(ctx, sig_dir, f"{upstream_hash}-{tag}", sig_task, label=f"{ctx.label or self.name} signatures")
-        apply_hash = ctx.cfg.section_hash("ingest", "heuristic_filter", "dedup")
-        summary_path = ctx.out / "dedup" / "summary.json"
-        cached = [done_stats(ctx, self.name, apply_hash, sf) for sf in ctx.files]
+        # signatures depend on the documents (everything upstream) and their own parameters only
+        upstream_hash = ex.config_hash(ex.pipeline.upstream_of(self.name)[-1].name)
+        ex.map_partitions(sig_dir, f"{upstream_hash}-{tag}", sig_task, label=f"{ex.label or self.name} signatures")
+        apply_hash = ex.config_hash(self.name)
+        summary_path = out / "dedup" / "summary.json"
+        cached = [ex.done(self.name, apply_hash, sf) for sf in ex.files]
         if summary_path.exists() and read_json(summary_path).get("config_hash") == apply_hash \
                 and all(c is not None for c in cached):
             summary, stats = read_json(summary_path)["summary"], cached
         else:
-            summary, stats = cluster_and_apply(ctx, sig_dir, docs_dir, apply_hash)
+            summary, stats = cluster_and_apply(ex, sig_dir, docs, apply_hash)
             write_json(summary_path, {"config_hash": apply_hash, "summary": summary})
-        ctx.docs_dirs = {sf.source: self.name for sf in ctx.files}
-        ctx.details[self.name] = summary
-        by_source = sum_by_source(stats, upstream)
+        ex.details[self.name] = summary
+        totals = by_source([Counts.from_partition_dict(s) for s in stats], upstream)
         for name, figures in summary["per_source"].items():
-            if name in by_source:
-                by_source[name].update(figures)
-        return by_source
+            if name in totals:
+                totals[name].figures.update(figures)
+        return totals
 
 
-def _log(ctx: StageContext, msg: str) -> None:
-    if not ctx.quiet:
-        print(f"[{ctx.label or 'dedup'}] {msg}", file=sys.stderr, flush=True)
+def _log(ex, msg: str) -> None:
+    if not ex.quiet:
+        print(f"[{ex.label or 'dedup'}] {msg}", file=sys.stderr, flush=True)
 
 
-def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_hash: str) -> tuple[dict, list[dict]]:
-    cfg = ctx.cfg.dedup
+def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tuple[dict, list[dict]]:
+    cfg = ex.cfg.dedup
     parts = cfg.partitions
-    options = ctx.cfg.ray.task_options("dedup")
-    files = ctx.files
+    options = ex.options("dedup")
+    files = ex.files
+    out = ex.out
     rank = {s: i for i, s in enumerate(cfg.source_rank)}
     file_rank = np.array([rank.get(sf.source, len(rank)) for sf in files], np.int64)
     source_index = {s: i for i, s in enumerate(SOURCE_NAMES)}
@@ -130,7 +114,7 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
     @ray.remote(**options, num_returns=parts + 1)
     def bucket_map(i: int):
         sf = files[i]
-        rows, sigs = read_signatures(ctx.out / sig_dir / sf.source / f"{sf.part_name}.parquet")
+        rows, sigs = read_signatures(out / sig_dir / sf.source / f"{sf.part_name}.parquet")
         pieces = bucket_pairs(sigs[:, : cfg.bands * cfg.rows], doc_keys(i, rows), cfg.bands, cfg.rows,
                               cfg.seed, parts)
         return (*pieces, sum(p.nbytes for p in pieces))
@@ -143,20 +127,20 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
     maps = [bucket_map.remote(i) for i in range(len(files))]
     reduces = [bucket_reduce.remote(*[m[p] for m in maps]) for p in range(parts)]
     edge_refs = [r[0] for r in reduces]
-    step = ctx.label or "dedup"
-    bucket_stats = wait_all(ctx, "dedup", [r[1] for r in reduces], label=f"{step} buckets")
+    step = ex.label or "dedup"
+    bucket_stats = ex.wait([r[1] for r in reduces], "dedup", label=f"{step} buckets")
     shuffle_bytes = sum(ray.get([m[parts] for m in maps]))
     summary = {"signature_tag": signature_tag(cfg), "bands": cfg.bands, "rows": cfg.rows, "mode": cfg.mode,
                "partitions": parts, "band_pairs": sum(s["pairs"] for s in bucket_stats),
                "buckets_ge2": sum(s["buckets_ge2"] for s in bucket_stats),
                "largest_bucket": max([s["largest_bucket"] for s in bucket_stats], default=0)}
-    _log(ctx, f"{summary['band_pairs']:,} band keys, {summary['buckets_ge2']:,} buckets with 2+ docs")
+    _log(ex, f"{summary['band_pairs']:,} band keys, {summary['buckets_ge2']:,} buckets with 2+ docs")
 
     # -- optional exact verification of candidate edges
     if cfg.verify_threshold is not None:
         @ray.remote(**options, num_returns=2)
         def verify(edges):
-            return verify_edges(edges, files, ctx, docs_dir, cfg)
+            return verify_edges(edges, docs, cfg)
 
         outs = [verify.remote(ref) for ref in edge_refs]
         edge_refs = [o[0] for o in outs]
@@ -164,14 +148,14 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
         summary["verify"] = {"threshold": cfg.verify_threshold, "checked": sum(c[0] for c in checks),
                              "rejected": sum(c[1] for c in checks)}
     summary["candidate_edges"] = sum(s["edges"] for s in bucket_stats) - summary.get("verify", {}).get("rejected", 0)
-    _log(ctx, f"{summary['candidate_edges']:,} candidate edges")
+    _log(ex, f"{summary['candidate_edges']:,} candidate edges")
 
     # -- connected components
     cc = {}
     members = connected_components(edge_refs, parts, options, stats=cc)
     summary["components_rounds"] = cc["rounds"]
     summary["shuffle_bytes"] = shuffle_bytes + cc["shuffle_bytes"]
-    _log(ctx, f"components converged in {cc['rounds']} rounds")
+    _log(ex, f"components converged in {cc['rounds']} rounds")
 
     # -- resolve: members grouped by cluster root, decisions split by file group
     groups = max(1, min(parts, len(files)))
@@ -198,11 +182,10 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
     shuffled = [by_root.remote(m) for m in members]
     pieces_for = [[s[p] for s in shuffled] if parts > 1 else [s for s in shuffled] for p in range(parts)]
     resolved = [resolve_part.remote(id_parts, *pieces_for[p]) for p in range(parts)]
-    cstats = wait_all(ctx, "dedup", [r[groups] for r in resolved], label=f"{step} resolve")
+    cstats = ex.wait([r[groups] for r in resolved], "dedup", label=f"{step} resolve")
     summary.update(_merge_cluster_stats(cstats))
 
     # -- apply: each group of input files gets its decisions and writes outputs
-    @ray.remote(**options, max_retries=ctx.cfg.ray.max_retries)
     def apply_group(g: int, id_table, *pieces):
         rows = np.concatenate(pieces) if pieces else np.zeros((0, 3), np.uint64)
         rows = rows[np.argsort(rows[:, 0], kind="stable")]
@@ -211,13 +194,15 @@ def cluster_and_apply(ctx: StageContext, sig_dir: str, docs_dir: dict, apply_has
             sf = files[i]
             lo, hi = np.searchsorted(rows[:, 0], [np.uint64(i) << np.uint64(32), np.uint64(i + 1) << np.uint64(32)])
             t0 = time.monotonic()
-            stats = apply_decisions(ctx, sf, docs_dir, rows[lo:hi], id_table)
-            write_marker(ctx.out, "dedup", apply_hash, sf, stats, time.monotonic() - t0)
+            part = Partition(sf, out, docs[i], "dedup")
+            stats = write_output(part, apply_decisions(part, rows[lo:hi], id_table))
+            write_marker(out, "dedup", apply_hash, sf, stats, time.monotonic() - t0)
             results.append((i, stats))
         return results
 
-    applies = [apply_group.remote(g, id_parts, *[r[g] for r in resolved]) for g in range(groups)]
-    applied = wait_all(ctx, "dedup", applies, label=f"{step} apply")
+    apply = ex.remote(apply_group, "dedup")
+    applies = [apply.remote(g, id_parts, *[r[g] for r in resolved]) for g in range(groups)]
+    applied = ex.wait(applies, "dedup", label=f"{step} apply")
     stats = [s for _, s in sorted(x for group in applied for x in group)]
     return summary, stats
 
@@ -241,45 +226,43 @@ def _merge_cluster_stats(parts: list[dict]) -> dict:
                            for i, s in enumerate(SOURCE_NAMES)}}
 
 
-def apply_decisions(ctx: StageContext, sf: SourceFile, docs_dir: dict, rows: np.ndarray, id_table) -> dict:
-    """Write one partition's decisions and surviving documents; return its counts."""
-    table = pq.read_table(ctx.docs_path(sf, docs_dir))
+def apply_decisions(part: Partition, rows: np.ndarray, id_table) -> StageOutput:
+    """One partition's surviving documents and its decisions (a side table); rows are
+    (document key, cluster root key, reason code) of its clustered documents."""
+    sf = part.file
+    table = pq.read_table(part.docs)
     src_row = table.column("src_row").to_numpy()
     dec_rows = (rows[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
     reasons = rows[:, 2].astype(np.int64)
     dropped = dec_rows[~KEEP[reasons]]
     kept = table.filter(pa.array(~np.isin(src_row, dropped)))
-    writer = PartitionWriter(ctx.out / "dedup" / sf.source / f"{sf.part_name}.parquet", DOC_SCHEMA)
-    writer.write_table(kept)
-    extra = {}
+    tables = {}
     if len(rows):
         roots = rows[:, 1]
         cluster_ids = [key_to_nemo_id(r, id_table) for r in roots]
         order = np.argsort(dec_rows, kind="stable")
-        extra[ctx.out / "dedup" / "decisions" / f"{sf.source}__{sf.part_name}.parquet"] = pa.table({
+        tables[part.table_path("dedup/decisions")] = pa.table({
             "nemo_id": [make_id(sf.id_prefix, int(r), sf.partition) for r in dec_rows[order]],
             "source": [sf.source] * len(rows), "src_file": [sf.rel] * len(rows),
             "src_row": dec_rows[order], "cluster_id": [cluster_ids[j] for j in order],
             "keep": KEEP[reasons[order]], "reason": [REASONS[k] for k in reasons[order]]}, schema=DECISION_SCHEMA)
-    writer.close(extra=extra)
     removed = {}
     for code in np.unique(reasons[~KEEP[reasons]]):
         removed[REASONS[code]] = int((reasons == code).sum())
     chars = int(pa.compute.sum(pa.compute.utf8_length(kept.column("text"))).as_py() or 0)
-    return {"source": sf.source, "src_file": sf.rel, "read": table.num_rows, "out": kept.num_rows,
-            "removed": removed, "quarantined": 0, "chars_out": chars}
+    return StageOutput(kept, part.counts(read=table.num_rows, out=kept.num_rows, removed=removed, chars_out=chars),
+                       tables, schema=DOC_SCHEMA)
 
 
-def verify_edges(edges, files: list[SourceFile], ctx: StageContext, docs_dir: dict,
-                 cfg: DedupConfig) -> tuple[tuple[np.ndarray, np.ndarray], tuple[int, int]]:
-    """Keep candidate edges whose exact n-gram Jaccard reaches the threshold."""
+def verify_edges(edges, docs: list[Path], cfg: DedupConfig) -> tuple[tuple[np.ndarray, np.ndarray], tuple[int, int]]:
+    """Keep candidate edges whose exact n-gram Jaccard reaches the threshold; `docs[i]` is file i's documents."""
     u, v = edges
     needed: dict[int, set[int]] = {}
     for key in np.concatenate([u, v]):
         needed.setdefault(int(key >> np.uint64(32)), set()).add(int(key & np.uint64(0xFFFFFFFF)))
     shingles: dict[int, np.ndarray] = {}
     for fi, rows in sorted(needed.items()):
-        table = pq.read_table(ctx.docs_path(files[fi], docs_dir), columns=["text", "src_row"])
+        table = pq.read_table(docs[fi], columns=["text", "src_row"])
         for text, row in zip(table.column("text").to_pylist(), table.column("src_row").to_pylist()):
             if row in rows:
                 shingles[(fi << 32) | row] = shingle_set(text, cfg)

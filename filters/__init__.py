@@ -1,4 +1,5 @@
-"""Document filters: cheap heuristics (Zyda-1) and model-based quality classifiers.
+"""Document filters: cheap heuristics (Zyda-1), model-based quality classifiers, native-score cuts.
 
-Every filter follows one contract: `score(text)` measures, `keep(score)` decides and names the
-reason. Scores can be stored and thresholds tuned offline without re-measuring."""
+Every filter follows one contract (`filters.base.DocumentFilter`): `score(docs)` measures a batch of
+documents, `keep(scores)` decides and names the reason. Scores can be stored and thresholds tuned
+offline without re-measuring."""

@@ -96,10 +96,18 @@ def repetition(text: str, cfg: HeuristicFilterConfig) -> str | None:
 
 class HeuristicFilters:
     """All of Zyda-1's heuristics in order; `check(text)` returns None (keep) or the first failing
-    filter's name, which becomes the removal reason."""
+    filter's name, which becomes the removal reason. A `filters.base.DocumentFilter`: its score is
+    that first failing rule."""
+    output_columns = ()
 
     def __init__(self, cfg: HeuristicFilterConfig):
         self.cfg = cfg
+
+    def score(self, docs) -> dict[str, list]:
+        return {"first_failing": [self.check(t) for t in docs.column("text").to_pylist()]}
+
+    def keep(self, scores: dict[str, list]) -> list[str | None]:
+        return scores["first_failing"]
 
     def check(self, text: str) -> str | None:
         c = self.cfg

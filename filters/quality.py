@@ -289,6 +289,23 @@ class DebertaClassifier:
         return [self.labels[i] for i in p.argmax(axis=1)], p[:, self.high].astype(float)
 
 
+class QualityFilter:
+    """A quality classifier as a `filters.base.DocumentFilter`: scores are its label (`quality_pred`)
+    and P(High) (`quality_prob`), both written beside the documents; kept are `keep_labels`, the rest
+    removed as `quality:<label>`."""
+    output_columns = ("quality_pred", "quality_prob")
+
+    def __init__(self, model, keep_labels: list[str]):
+        self.model, self.keep_labels = model, set(keep_labels)
+
+    def score(self, docs) -> dict[str, list]:
+        preds, probs = self.model.predict(docs.column("text").to_pylist())
+        return {"quality_pred": preds, "quality_prob": probs}
+
+    def keep(self, scores: dict[str, list]) -> list[str | None]:
+        return [None if p in self.keep_labels else f"quality:{p}" for p in scores["quality_pred"]]
+
+
 def load_classifier(cfg: QualityFilterConfig):
     if cfg.backend == "fasttext":
         return FastTextClassifier(cfg.model, cfg.threshold, cfg.max_chars)

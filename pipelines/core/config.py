@@ -34,9 +34,6 @@ class ConfigError(ValueError):
     """A configuration problem, with the offending key in the message."""
 
 
-STAGE_NAMES = ("ingest", "heuristic_filter", "dedup", "quality_filter", "tokenize", "shards")
-
-
 @dataclass
 class StageResources:
     """What one task (or classifier actor) of a stage asks Ray for; unset fields fall back to `ray.task_cpus`."""
@@ -202,11 +199,12 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def section_hash(self, *names: str) -> str:
-        """Hash of the named sections: what a stage's outputs depend on (used to refuse stale outputs)."""
+    def section_hash(self, *names: str, extra: dict | None = None) -> str:
+        """Hash of the named sections (and of `extra`, e.g. the parameters of a stage defined outside
+        the config): what a stage's outputs depend on (used to refuse stale outputs)."""
         data = {n: dataclasses.asdict(getattr(self, n)) if dataclasses.is_dataclass(getattr(self, n))
                 else _plain(getattr(self, n)) for n in names}
-        return _digest(data)
+        return _digest({**data, **(extra or {})})
 
     def hash(self) -> str:
         """Hash of everything that shapes the outputs: not where they go, nor how many workers make them."""
@@ -434,8 +432,6 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
     if cfg.dedup.verify_threshold is not None and not 0 < cfg.dedup.verify_threshold <= 1:
         raise ConfigError(f"dedup.verify_threshold: must be in (0, 1], got {cfg.dedup.verify_threshold}")
     for stage, r in cfg.ray.stage_resources.items():
-        if stage not in STAGE_NAMES:
-            raise ConfigError(f"ray.stage_resources.{stage}: unknown stage (known: {', '.join(STAGE_NAMES)})")
         if (r.num_cpus is not None and r.num_cpus < 0) or (r.memory_mb is not None and r.memory_mb <= 0) \
                 or any(v < 0 for v in r.resources.values()):
             raise ConfigError(f"ray.stage_resources.{stage}: num_cpus and resources must be >= 0, memory_mb > 0")

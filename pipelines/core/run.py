@@ -27,18 +27,14 @@ from pipelines.core.outputs import read_json, remove_stale_temp, write_json
 from pipelines.core.progress import ProgressCounter
 from pipelines.core.report import build_report, check_report
 from pipelines.core.sources import discover
-from pipelines.core.graph import planned_stages, run_stages
 from pipelines.core.progress import say
-from pipelines.core.stages import StageContext
+from pipelines.core.executor import Executor
+from pipelines.core.stage import Pipeline, RunError
 
 log = logging.getLogger("zyda2")
 
 PACKAGES = ("ray", "pyarrow", "datatrove", "datasketch", "numpy", "orjson", "zstandard", "fsspec",
             "huggingface-hub", "torch")
-
-
-class RunError(RuntimeError):
-    """The run cannot start or go on as asked; the message says what to do."""
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -194,7 +190,7 @@ def rerun_dedup(run_dir: Path, overrides: list[str], output: Path, quiet: bool =
     cfg = config_from_dict(read_json(manifest_path)["config"], overrides, output_dir=str(output))
     links = {rel: (Path(run_dir) / rel).resolve() for rel in ("ingest", "dedup/signatures")}
     return run_pipeline(cfg, resume=resume, overwrite=overwrite, quiet=quiet,
-                        only=["ingest", "heuristic_filter", "dedup"], links=links, command=command)
+                        only=None, until="dedup", links=links, command=command)
 
 
 def _is_complete(out: Path, old: dict | None, stages: list[str]) -> bool:
@@ -209,18 +205,27 @@ def _now() -> str:
 
 def run_pipeline(cfg: Config, resume: bool = False, overwrite: bool = False, quiet: bool = False,
                  only: list[str] | None = None, links: dict[str, Path] | None = None,
-                 command: list[str] | None = None, allow_empty: bool = False) -> dict:
-    """Run every stage (or those in `only`), write `report.json` and `manifest.json`;
-    raise if accounting fails. `links` maps folders of the run to existing ones (reused work).
+                 command: list[str] | None = None, allow_empty: bool = False,
+                 pipeline: Pipeline | None = None, until: str | None = None) -> dict:
+    """Run every stage of `pipeline` (default: the Zyda-2 pipeline, pipelines/pipeline.py), or those
+    in `only`, or those up to and including `until`; write `report.json` and `manifest.json`; raise
+    if accounting fails. `links` maps folders of the run to existing ones (reused work).
 
     manifest.json keeps, across resumes: `command` (argv of each attempt under `attempts`, with
     its status and seconds), `stages` {name: {status, seconds}} where seconds add up over every
     attempt, and `total_seconds`. Raises RunError when there is nothing to read (`check_inputs`) or
-    a source ingests no document, unless `allow_empty`."""
+    a source ingests no document, unless `allow_empty`, and ConfigError when `ray.stage_resources`
+    names a stage the pipeline does not have."""
+    if pipeline is None:
+        from pipelines.pipeline import PIPELINE
+        pipeline = PIPELINE
+    pipeline.check_config(cfg)
+    if until is not None:
+        only = list(pipeline.names[: pipeline.names.index(until) + 1])
     out, old = _prepare_output(cfg, resume, overwrite)
     files = discover(cfg)
     check_inputs(cfg, files, allow_empty)
-    planned = [s.name for s in planned_stages(cfg, only)]
+    planned = [s.name for s in pipeline.planned(cfg, only)]
     if resume and _is_complete(out, old, planned):
         # said even with --quiet: it is the answer to the command, not progress
         say(False, "resume", f"{out} is complete: all {len(planned)} stages finished "
@@ -259,7 +264,7 @@ def run_pipeline(cfg: Config, resume: bool = False, overwrite: bool = False, qui
         if status == "running":
             stage_t0[name] = time.monotonic()
         else:
-            manifest["stages"][name]["seconds"] = round(prior_seconds[name] + ctx.timings[name], 3)
+            manifest["stages"][name]["seconds"] = round(prior_seconds[name] + ex.timings[name], 3)
         manifest["stages"][name]["status"] = status
         write_manifest()
 
@@ -267,10 +272,9 @@ def run_pipeline(cfg: Config, resume: bool = False, overwrite: bool = False, qui
     with _run_log(out) as note:
         note(f"attempt {len(attempts)}: {' '.join(command or [])}")
         with ray_session(cfg):
-            ctx = StageContext(cfg=cfg, out=out, files=files, progress=ProgressCounter.remote(), quiet=quiet,
-                               allow_empty=allow_empty)
+            ex = Executor(pipeline, cfg, out, files, ProgressCounter.remote(), quiet=quiet, allow_empty=allow_empty)
             try:
-                results = run_stages(ctx, only, on_stage)
+                results = ex.run(only, on_stage)
             except BaseException as e:
                 status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
                 for name, st in manifest["stages"].items():
@@ -285,8 +289,8 @@ def run_pipeline(cfg: Config, resume: bool = False, overwrite: bool = False, qui
                 raise
             finally:
                 with contextlib.suppress(Exception):
-                    ray.kill(ctx.progress)
-        report = build_report(results, ctx.details)
+                    ray.kill(ex.progress)
+        report = build_report(results, ex.details)
         write_json(out / "report.json", report)
         manifest["finished_at"] = _now()
         write_manifest("done" if report["totals"]["balanced"] else "accounting_failed")

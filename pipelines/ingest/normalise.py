@@ -11,6 +11,7 @@ import functools
 import math
 from decimal import Decimal
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import orjson
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core.config import IngestConfig
-from pipelines.core.outputs import PartitionWriter
+from pipelines.core.counts import Counts
 from pipelines.ingest.readers import (ArrowBatch, Bad, JsonRecord, _first_bad_byte, _text_as_utf8, invalid_utf8_rows,
                                read_json_lines, read_parquet)
 from pipelines.core.schema import DOC_SCHEMA, LIFTED, QUARANTINE_SCHEMA
@@ -265,26 +266,28 @@ class Normaliser:
 _MISSING = object()
 
 
-def ingest_file(sf: SourceFile, cfg: IngestConfig, out_root: Path, progress=None,
-                network: RetryPolicy | None = None) -> dict:
-    """Read one input file and write `ingest/<source>/<part>.parquet` (+ quarantine). Returns stats:
-    counts, `typed_nulls` ({"<column>:<why>": n}: native values that could not be cast), and
-    `incomplete_files` ({src_file: unread on-disk bytes} for a file whose rest could not be read).
+def normalised_batches(sf: SourceFile, cfg: IngestConfig, counts: Counts, quarantine: dict[Path, pa.Table],
+                       quarantine_path: Path, advance=None, network: RetryPolicy | None = None
+                       ) -> Iterator[pa.RecordBatch]:
+    """Read one input file and yield its documents as DOC_SCHEMA batches of at most
+    `cfg.batch_docs` documents. As the batches are consumed, `counts` fills in (figures:
+    `quarantine_reasons`, `typed_nulls` {"<column>:<why>": n} for native values that could not be
+    cast, `incomplete_files` {src_file: unread on-disk bytes} for a file whose rest could not be
+    read); when they are exhausted, `quarantine[quarantine_path]` holds the quarantine records, if
+    any. `advance(docs, nbytes)` reports live progress.
 
     Raises `CountMismatch` (reader count != the format's own count) and `RemoteReadError`."""
     opener = functools.partial(open_input, policy=network)
     norm = Normaliser(sf, cfg.excerpt_chars)
-    writer = PartitionWriter(out_root / "ingest" / sf.source / f"{sf.part_name}.parquet", DOC_SCHEMA)
-    read = docs = chars = nbytes = 0
+    read = nbytes = 0
     since_report = 0
     incomplete: dict[str, int] = {}
 
     def flush():
-        nonlocal docs, chars
         for batch in norm.take_batches():
-            docs += batch.num_rows
-            chars += pc.sum(pc.utf8_length(batch.column("text"))).as_py() or 0
-            writer.write(batch)
+            counts.out += batch.num_rows
+            counts.chars_out += pc.sum(pc.utf8_length(batch.column("text"))).as_py() or 0
+            yield batch
 
     if sf.fmt == "parquet":
         events = read_parquet(sf.url, cfg.batch_docs, cfg.max_docs_per_file, opener=opener)
@@ -309,18 +312,17 @@ def ingest_file(sf: SourceFile, cfg: IngestConfig, out_root: Path, progress=None
                 incomplete[sf.rel] = ev.unread_bytes
             since_report += 1  # live counts are of records read, as the report's `in`
         if len(norm) >= cfg.batch_docs or norm.text_bytes >= MAX_BATCH_TEXT_BYTES:
-            flush()
-        if progress is not None and since_report >= cfg.batch_docs:
-            progress.add.remote("ingest", since_report, nbytes)
+            yield from flush()
+        if advance is not None and since_report >= cfg.batch_docs:
+            advance(since_report, nbytes)
             since_report, nbytes = 0, 0
     if len(norm):
-        flush()
-    if progress is not None and (since_report or nbytes):
-        progress.add.remote("ingest", since_report, nbytes)
-    quarantine = norm.take_quarantine()
-    q_path = out_root / "quarantine" / f"{sf.source}__{sf.part_name}.parquet"
-    writer.close(extra={q_path: quarantine} if quarantine.num_rows else {})
-    n_quarantined = quarantine.num_rows
-    return {"source": sf.source, "src_file": sf.rel, "read": read, "out": docs, "chars_out": chars,
-            "removed": {}, "quarantined": n_quarantined, "quarantine_reasons": dict(sorted(norm.reasons.items())),
-            "typed_nulls": dict(sorted(norm.typed_nulls.items())), "incomplete_files": incomplete}
+        yield from flush()
+    if advance is not None and (since_report or nbytes):
+        advance(since_report, nbytes)
+    table = norm.take_quarantine()
+    if table.num_rows:
+        quarantine[quarantine_path] = table
+    counts.read, counts.quarantined = read, table.num_rows
+    counts.figures.update(quarantine_reasons=dict(sorted(norm.reasons.items())),
+                          typed_nulls=dict(sorted(norm.typed_nulls.items())), incomplete_files=incomplete)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.core.graph import STAGES
+from pipelines.pipeline import PIPELINE
 from pipelines.training.trainer import latest_checkpoint
 from tests.conftest import REPO, files_digest
 from tests.reliability.test_faults import _live_members
@@ -81,7 +81,7 @@ def test_interrupted_run_says_how_to_resume_and_resumes_identically(local_run, d
     statuses = {name: st["status"] for name, st in manifest["stages"].items()}
     assert list(statuses.values()).count("interrupted") == 1 and set(statuses) == set(manifest["stages"])
     assert all(set(st) == {"status", "seconds"} for st in manifest["stages"].values())  # one shape, always
-    finished = [s.name for s in STAGES if statuses.get(s.name) == "done"]  # in pipeline order
+    finished = [s.name for s in PIPELINE if statuses.get(s.name) == "done"]  # in pipeline order
     assert ("finished stages: " + (", ".join(finished) if finished else "none")) in err
     assert manifest["attempts"][0]["command"][2:] == command[2:-1]  # the command line is recorded
 

@@ -13,11 +13,11 @@ from tests.conftest import REPO
 
 def test_a_failing_task_leaves_its_traceback_in_the_run_folder(ray_instance, data_dir, tmp_path, monkeypatch,
                                                                  capsys):
-    import pipelines.core.stages
+    from pipelines.pipeline import PIPELINE
 
-    def planted(sf, *args):
-        raise RuntimeError(f"planted bug in {sf.rel}")
-    monkeypatch.setattr(pipelines.core.stages, "ingest_file", planted)
+    def planted(part, cfg):
+        raise RuntimeError(f"planted bug in {part.file.rel}")
+    monkeypatch.setattr(PIPELINE.stages[0], "process", planted)  # the instance travels to the workers
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="planted bug"):
         zyda2.main(["run", str(REPO / "configs" / "local.yaml"), "--input", str(data_dir / "sources"),

@@ -14,7 +14,7 @@ import pytest
 import pipelines.ingest.readers as readers
 import pipelines.ingest.remote as remote
 from pipelines.core.config import IngestConfig
-from pipelines.ingest.normalise import ingest_file
+from pipelines.ingest.stage import ingest_file
 from pipelines.ingest.remote import RemoteReadError, RetryPolicy
 from pipelines.core.sources import SourceFile
 from tests.conftest import REPO, files_digest, run_local

@@ -15,7 +15,8 @@ import pytest
 import zstandard
 
 from pipelines.core.config import IngestConfig
-from pipelines.ingest.normalise import Normaliser, ingest_file
+from pipelines.ingest.normalise import Normaliser
+from pipelines.ingest.stage import ingest_file
 from pipelines.ingest.readers import invalid_utf8_rows
 from pipelines.core.sources import SourceFile
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import pipelines.ingest.readers as readers
 from pipelines.core.config import ConfigError, IngestConfig, load_config
-from pipelines.ingest.normalise import ingest_file
+from pipelines.ingest.stage import ingest_file
 from pipelines.core.sources import SourceFile
 
 FUZZ = settings(max_examples=int(os.environ.get("ZYDA2_FUZZ_EXAMPLES", 60)), deadline=None, derandomize=True,

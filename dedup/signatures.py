@@ -1,0 +1,41 @@
+"""Signature I/O: the per-partition MinHash signature files and the cache folder they live in.
+
+`dedup/signatures/<tag>/<source>/<part>.parquet` holds `src_row` and a fixed-size list of
+`num_hashes` uint32 (or uint64) minima per document. The tag names everything a signature depends
+on (shingling, n-gram size, hash count and width, seed) and nothing else, so a run with other bands
+or rows reuses the cache (`zyda2.py dedup`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dedup.minhash import signatures
+from pipelines.core.config import DedupConfig
+from pipelines.core.outputs import write_table
+
+
+def signature_tag(cfg: DedupConfig) -> str:
+    """Folder name of a signature cache: everything signatures depend on, nothing else."""
+    return f"{cfg.shingle}{cfg.ngram}_{cfg.num_hashes}h_{cfg.hash_bits}b_seed{cfg.seed}"
+
+
+def write_signatures(docs_path: Path, out_path: Path, cfg: DedupConfig) -> int:
+    table = pq.read_table(docs_path, columns=["text", "src_row"])
+    sigs = signatures(table.column("text"), cfg)
+    flat = pa.array(sigs.ravel(), pa.uint32() if cfg.hash_bits == 32 else pa.uint64())
+    write_table(out_path, pa.table({"src_row": table.column("src_row"),
+                                    "signature": pa.FixedSizeListArray.from_arrays(flat, cfg.num_hashes)}))
+    return table.num_rows
+
+
+def read_signatures(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    table = pq.read_table(path)
+    col = table.column("signature").combine_chunks()
+    width = col.type.list_size
+    sigs = col.values.to_numpy(zero_copy_only=False).reshape(-1, width)
+    return table.column("src_row").to_numpy(), sigs

@@ -1,0 +1,215 @@
+"""The stage contract: what a stage declares. The executor (executor.py) does everything else.
+
+A stage is one of two kinds:
+
+- `PartitionStage`: a function of one partition (one input file's documents), `process(part, cfg)
+  -> StageOutput(docs, counts)`. The executor runs it as Ray tasks (or, when the stage overrides
+  `setup`, on Ray actors that call `setup` once and keep the model), writes the documents and extra
+  tables atomically, writes the completion marker, counts progress, skips partitions already done
+  with the same config, and adds up the counts per source. Consecutive partition stages can run
+  fused in one task per partition (`ray.fuse_partition_stages`).
+- `GlobalStage`: a step over every partition at once (dedup's shuffles, the shards plan),
+  `run(ex, upstream) -> {source: Counts}`, using the executor's services (`ex.map_partitions`,
+  `ex.remote`, `ex.wait`, `ex.write_partition`) so that retries, markers and progress are the same.
+
+Declared, never hand-listed elsewhere: the stage's `name` (its folder in the run), its config
+`section` (and `needs`, the other sections its outputs depend on), which sources it `applies_to`,
+whether it `writes_docs` (later stages then read each source's documents from it), and its Ray
+resources (`ray.stage_resources.<name>`). A stage's config hash chains every stage before it in the
+pipeline, so changing an upstream setting invalidates every later stage's outputs.
+
+Adding a stage is one class and one line (`Pipeline.with_stage`): see README "Adding a stage".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+
+from pipelines.core.counts import Counts
+from pipelines.core.schema import DOC_SCHEMA
+from pipelines.core.sources import SourceFile
+
+
+class RunError(RuntimeError):
+    """The run cannot start or go on as asked; the message (one line) says what to do."""
+
+
+@dataclass
+class Partition:
+    """One input file's share of a stage: its file, the run folder, and where its documents are now.
+    `progress` is the run's ProgressCounter handle (None: no live counts)."""
+    file: SourceFile
+    run: Path
+    docs: Path | None  # the newest documents of this partition (None before ingest wrote them)
+    stage: str
+    progress: object = None
+    reported_docs: int = 0
+    reported_bytes: int = 0
+
+    @property
+    def source(self) -> str:
+        return self.file.source
+
+    def output(self, folder: str | None = None) -> Path:
+        """`<run>/<folder or stage>/<source>/<part>.parquet`: the partition's documents in a folder."""
+        return self.run / (folder or self.stage) / self.file.source / f"{self.file.part_name}.parquet"
+
+    def table_path(self, folder: str) -> Path:
+        """`<run>/<folder>/<source>__<part>.parquet`: a per-partition side table (quarantine, decisions)."""
+        return self.run / folder / f"{self.file.source}__{self.file.part_name}.parquet"
+
+    def counts(self, **kw) -> Counts:
+        return Counts(self.file.source, src_file=self.file.rel, **kw)
+
+    def advance(self, docs: int, nbytes: int) -> None:
+        """Live progress from inside a long partition: `docs` more received, `nbytes` more read.
+        The executor reports whatever a stage did not when the partition ends."""
+        if self.progress is not None and (docs or nbytes):
+            self.progress.add.remote(self.stage, docs, nbytes)
+        self.reported_docs += docs
+        self.reported_bytes += nbytes
+
+
+@dataclass
+class StageOutput:
+    """What a partition stage returns. `docs`: the partition's documents after the stage, a table or
+    an iterable of record batches in `schema` (streamed to disk; `counts` may be filled while the
+    batches are consumed), or None when the stage writes no documents. `tables`: side tables by
+    path, written (atomically) before the documents, e.g. quarantine records."""
+    docs: pa.Table | Iterable[pa.RecordBatch] | None
+    counts: Counts
+    tables: dict[Path, pa.Table] = field(default_factory=dict)
+    schema: pa.Schema = DOC_SCHEMA
+    progress_bytes: int | None = None  # bytes the progress line counts (default: the input file's size)
+
+
+class Stage:
+    name: str = ""
+    section: str | None = None   # config section the outputs depend on; default: `name` if Config has it
+    needs: tuple[str, ...] = ()  # other config sections the outputs depend on
+    writes_docs: bool = True     # later stages read the sources it applies to from `<run>/<name>/`
+    errors: tuple[type[BaseException], ...] = ()  # raised in a worker, these end the run with their one line
+
+    def config_section(self, cfg) -> str | None:
+        section = self.section or self.name
+        return section if hasattr(cfg, section) else None
+
+    def enabled(self, cfg) -> bool:
+        section = self.config_section(cfg)
+        return getattr(getattr(cfg, section), "enabled", True) if section else True
+
+    def applies_to(self, cfg, source: str) -> bool:
+        """Whether the stage reads (and so may change) `source`'s documents."""
+        return True
+
+    def params(self) -> dict:
+        """What the outputs depend on besides config sections: a stage defined outside the config
+        (e.g. in a test) hashes its own dataclass fields or attributes here."""
+        if dataclasses.is_dataclass(self):
+            return dataclasses.asdict(self)
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def check(self, cfg) -> None:
+        """Driver-side checks before any task starts (one-line errors, e.g. a missing model)."""
+
+
+class PartitionStage(Stage):
+    def setup(self, cfg) -> None:
+        """Once per worker before its first partition (load a model). A stage that overrides this is
+        run on Ray actors, one `setup` each, for the partitions where `uses_setup` is true."""
+
+    def uses_setup(self, cfg, source: str) -> bool:
+        return type(self).setup is not PartitionStage.setup
+
+    def actor_pool(self, cfg) -> tuple[int, float]:
+        """(actors wanted, GPUs per actor) for a stage with `setup`; the executor caps the count by
+        what the cluster has."""
+        return 2, 0.0
+
+    def task_group(self, cfg, part_file: SourceFile) -> str | None:
+        """Partitions of one group (e.g. read from one host) run at most `max_per_group` at once."""
+        return None
+
+    def max_per_group(self, cfg) -> int:
+        return 0
+
+    def process(self, part: Partition, cfg) -> StageOutput:
+        raise NotImplementedError
+
+    def summarize(self, ex, counts: list[Counts], by_source: dict[str, Counts],
+                  upstream: dict[str, Counts]) -> dict | None:
+        """After every partition: stage-level checks and the stage's `details` for report.json."""
+        return None
+
+
+class GlobalStage(Stage):
+    def run(self, ex, upstream: dict[str, Counts]) -> dict[str, Counts]:
+        raise NotImplementedError
+
+
+class Pipeline:
+    """The stages of a run, in order: the one list every other list of stages derives from."""
+
+    def __init__(self, stages: list[Stage]):
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique: {names}")
+        self.stages = list(stages)
+
+    def __iter__(self):
+        return iter(self.stages)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    def doc_stages(self) -> tuple[str, ...]:
+        """Stages whose folders hold documents (`<run>/<stage>/<source>/<part>.parquet`)."""
+        return tuple(s.name for s in self.stages if s.writes_docs)
+
+    def planned(self, cfg, only: list[str] | None = None) -> list[Stage]:
+        """The stages a run of `cfg` goes through, in order."""
+        return [s for s in self.stages if s.enabled(cfg) and (only is None or s.name in only)]
+
+    def check_config(self, cfg) -> None:
+        """Config keys that name stages must name this pipeline's stages (ConfigError, one line)."""
+        from pipelines.core.config import ConfigError
+        for name in cfg.ray.stage_resources:
+            if name not in self.names:
+                raise ConfigError(f"ray.stage_resources.{name}: unknown stage (known: {', '.join(self.names)})")
+
+    def with_stage(self, stage: Stage, after: str) -> Pipeline:
+        """A copy with `stage` inserted after the stage named `after`."""
+        i = self.names.index(after)
+        return Pipeline(self.stages[: i + 1] + [stage] + self.stages[i + 1:])
+
+    def upstream_of(self, name: str) -> list[Stage]:
+        return self.stages[: self.names.index(name)]
+
+    def docs_folder(self, cfg, name: str, source: str) -> str:
+        """Folder holding `source`'s newest documents when stage `name` starts: the last stage before
+        it that writes documents and applies to the source (ingest applies to every source)."""
+        folder = self.stages[0].name
+        for s in self.upstream_of(name):
+            if s.writes_docs and s.enabled(cfg) and s.applies_to(cfg, source):
+                folder = s.name
+        return folder
+
+    def config_hash(self, cfg, name: str) -> str:
+        """What stage `name`'s outputs depend on: its own and every earlier stage's config section and
+        parameters (chained, never hand-listed), plus the sections it `needs`."""
+        chain = self.upstream_of(name) + [self.stages[self.names.index(name)]]
+        sections, extra = [], {}
+        for s in chain:
+            section = s.config_section(cfg)
+            if section:
+                sections.append(section)
+            elif params := s.params():
+                extra[f"stage:{s.name}"] = params
+        sections += [n for n in chain[-1].needs if n not in sections]
+        return cfg.section_hash(*sections, extra=extra)

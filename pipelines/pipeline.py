@@ -1,0 +1,23 @@
+"""The Zyda-2 pipeline: its stages, in order. Every other list of stages derives from this one.
+
+  ingest -> heuristic_filter -> dedup -> quality_filter -> tokenize -> shards
+
+Adding a stage is one class (pipelines/core/stage.py) and one line here, or, without editing
+this file, `PIPELINE.with_stage(MyStage(), after="heuristic_filter")` passed to `run_pipeline`.
+"""
+
+from dedup.stage import DedupStage
+from filters.stage import HeuristicFilterStage, QualityFilterStage
+from pipelines.core.stage import Pipeline
+from pipelines.ingest.stage import IngestStage
+from pipelines.tokens.shards import ShardsStage
+from pipelines.tokens.tokenize import TokenizeStage
+
+PIPELINE = Pipeline([
+    IngestStage(),
+    HeuristicFilterStage(),
+    DedupStage(),
+    QualityFilterStage(),
+    TokenizeStage(),
+    ShardsStage(),
+])
