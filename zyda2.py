@@ -122,7 +122,7 @@ def print_plan(cfg) -> int:
     """`run --plan`: the input files per source, the stages and the outputs; reads no document."""
     from pipelines.core.run import check_inputs
     from pipelines.pipeline import PIPELINE
-    from pipelines.core.sources import discover
+    from pipelines.ingest.discover import discover
     files = discover(cfg)
     for name, src in sorted(cfg.sources.items()):
         if not src.enabled:
@@ -714,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.core.report import AccountingError
     from pipelines.core.run import RunError
     from pipelines.release.publish import PublishError
-    from pipelines.core.sources import SourceAccessError
+    from pipelines.ingest.remote import SourceAccessError
     from pipelines.release.stats import StatsError
     from pipelines.training.train_config import TrainError
     try:

@@ -23,7 +23,8 @@ from benchmarks.common import DATA, REPO, write_results
 from pipelines.core.config import IngestConfig, load_config
 from pipelines.ingest.stage import ingest_file
 from pipelines.ingest.readers import read_json_lines, read_parquet
-from pipelines.core.sources import SourceFile, file_format
+from pipelines.core.sources import SourceFile
+from pipelines.ingest.discover import file_format
 
 COPIES = 8
 FORMATS = {  # name -> (input folder, source, glob)

@@ -25,9 +25,8 @@ from typing import Any
 
 import yaml
 
-SOURCE_NAMES = ("dclm", "fwe", "zyda", "dolma-cc")
-# where `--input DIR` finds each source (the layout of ../shared/data/sources and of `hf download` copies)
-SOURCE_FOLDERS = {"dclm": "dclm", "fwe": "fineweb-edu", "zyda": "zyda", "dolma-cc": "dolma-cc"}
+from pipelines.core.sources import SOURCE_NAMES, SOURCES
+
 
 
 class ConfigError(ValueError):
@@ -67,6 +66,9 @@ class RayConfig:
     max_retries: int = 3  # Ray retries of a task whose worker died (stages are idempotent)
     spill_dir: str | None = None  # object-store spilling folder (fast local disk); None = Ray's default under /tmp
     stage_resources: dict[str, StageResources] = field(default_factory=dict)  # per stage: {dedup: {memory_mb: 4000}}
+    # consecutive partition stages (ingest -> heuristic_filter; tokenize) share one task per partition:
+    # the same outputs, fewer tasks to schedule; the progress line then covers the group
+    fuse_partition_stages: bool = False
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def task_options(self, stage: str) -> dict:
@@ -299,7 +301,7 @@ def _anchor_paths(data: dict, folder: Path) -> dict:
 
 def _reroot_sources(data: dict, input_dir: str) -> None:
     """`--input DIR`: every enabled source is read from DIR. A source given as a URL is read from
-    DIR/<SOURCE_FOLDERS[name]> with the same include globs (a local copy keeps the repository's layout)
+    DIR/<SOURCES[name].folder> with the same include globs (a local copy keeps the repository's layout)
     and no url list; a relative local path is already under DIR. Raises ConfigError (one line) for a
     source with an absolute local path, which DIR cannot re-root."""
     for name, src in (data.get("sources") or {}).items():
@@ -307,9 +309,9 @@ def _reroot_sources(data: dict, input_dir: str) -> None:
             continue
         path = _expand_env(src["path"], f"sources.{name}.path")
         if is_url(path):
-            if name not in SOURCE_FOLDERS:
+            if name not in SOURCES:
                 raise ConfigError(f"sources.{name}: unknown source (known: {', '.join(SOURCE_NAMES)})")
-            src["path"], src["files_from"] = SOURCE_FOLDERS[name], None
+            src["path"], src["files_from"] = SOURCES[name].folder, None
         elif Path(path).is_absolute():
             raise ConfigError(f"--input {input_dir}: sources.{name}.path is the absolute path {path}, which "
                               f"--input cannot re-root; make it relative (to input_dir) or drop --input")

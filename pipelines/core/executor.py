@@ -114,6 +114,16 @@ class StageWorker:
                       lambda sf: process_partition(self.stage, self.cfg, part))(part.file)
 
 
+def done_stats(out: Path, step: str, config_hash: str, sf: SourceFile) -> dict | None:
+    """The stats of a partition already finished with this config and input, or None."""
+    marker = marker_path(out, step, sf)
+    if marker.exists():
+        done = read_json(marker)
+        if done.get("config_hash") == config_hash and done.get("src_url") == sf.url:
+            return done["stats"]
+    return None
+
+
 def input_bytes(path: str | Path) -> float:
     """Size of a partition's input: its weight in the ETA (1 for remote files, not listed again)."""
     if "://" in str(path):
@@ -159,12 +169,7 @@ class Executor:
 
     def done(self, step: str, config_hash: str, sf: SourceFile) -> dict | None:
         """The stats of a partition already finished with this config, or None."""
-        marker = marker_path(self.out, step, sf)
-        if marker.exists():
-            done = read_json(marker)
-            if done.get("config_hash") == config_hash and done.get("src_url") == sf.url:
-                return done["stats"]
-        return None
+        return done_stats(self.out, step, config_hash, sf)
 
     def display(self, step: str, files: list[SourceFile], label: str | None = None) -> ProgressDisplay:
         return ProgressDisplay(step, len(files), self.progress, self.quiet, label=label or self.label or step,
@@ -290,13 +295,18 @@ class Executor:
             display.close(sum(docs_in(s) for s in stats))
         else:
             self.map_partitions(name, config_hash, task, [])  # says there is nothing to do
+        return self.totals(stage, stats, upstream)
+
+    def totals(self, stage: PartitionStage, stats: list[dict], upstream: dict[str, Counts]) -> dict[str, Counts]:
+        """Per-source counts of a partition stage from its partitions' stats, sources it does not
+        touch passed through; then the stage's own `summarize` (checks, report details)."""
         order = {(sf.source, sf.rel): i for i, sf in enumerate(self.files)}
-        stats.sort(key=lambda s: order[(s["source"], s["src_file"])])
+        stats = sorted(stats, key=lambda s: order[(s["source"], s["src_file"])])
         counts = [Counts.from_partition_dict(s) for s in stats]
-        self.partition_counts[name] = counts
+        self.partition_counts[stage.name] = counts
         # the first stage accounts for every enabled source, even one without a file (--allow-empty)
-        sources = [n for n, s in cfg.sources.items() if s.enabled] if first else \
-            [s for s in upstream if any(sf.source == s for sf in files)]
+        sources = [n for n, s in self.cfg.sources.items() if s.enabled] if stage.name == self.pipeline.names[0] \
+            else [s for s in upstream if any(sf.source == s and stage.applies_to(self.cfg, s) for sf in self.files)]
         totals = by_source(counts, sources)
         for source, c in upstream.items():
             if source not in totals:
@@ -304,8 +314,58 @@ class Executor:
         totals = dict(sorted(totals.items()))
         details = stage.summarize(self, counts, totals, upstream)
         if details is not None:
-            self.details[name] = details
+            self.details[stage.name] = details
         return totals
+
+    def run_fused(self, stages: list[PartitionStage], upstream: dict[str, Counts],
+                  label: str) -> dict[str, dict[str, Counts]]:
+        """Consecutive partition stages in one Ray task per partition: each stage still writes its
+        outputs and marker and keeps its own counts (so resume and the report are as unfused); the
+        partition is scheduled once and read while the file system still caches it. Returns
+        {stage: per-source counts}."""
+        cfg, out, progress = self.cfg, self.out, self.progress
+        names = [s.name for s in stages]
+        hashes = {s.name: self.config_hash(s.name) for s in stages}
+        files = [sf for sf in self.files if any(s.applies_to(cfg, sf.source) for s in stages)]
+        folders = {(s.name, sf.source): self.pipeline.docs_folder(cfg, s.name, sf.source) for s in stages for sf in files}
+        first = self.pipeline.names[0]
+        for s in stages:
+            s.check(cfg)
+
+        def task(sf: SourceFile) -> dict[str, dict]:
+            results = {}
+            for s in stages:
+                if not s.applies_to(cfg, sf.source):
+                    continue
+                results[s.name] = done_stats(out, s.name, hashes[s.name], sf)
+                if results[s.name] is None:
+                    docs = None if s.name == first else \
+                        out / folders[(s.name, sf.source)] / sf.source / f"{sf.part_name}.parquet"
+                    part = Partition(sf, out, docs, s.name, progress)
+                    results[s.name] = logged(out, s.name, hashes[s.name],
+                                             lambda _sf: process_partition(s, cfg, part))(sf)
+            return results
+
+        remote = self.remote(task, names[0])
+        display = ProgressDisplay(names[0], len(files), progress, self.quiet, label=label,
+                                  weights=[input_bytes(sf.url) for sf in files])
+        refs = [remote.remote(sf) for sf in files]
+        index = {ref: i for i, ref in enumerate(refs)}
+        done: list[dict] = [{} for _ in files]
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+            for ref in ready:
+                i = index[ref]
+                done[i] = ray.get(ref)
+                display.update(1, input_bytes(files[i].url))
+            if not ready:
+                display.update()
+        display.close(sum(docs_in(d[names[0]]) for d in done if names[0] in d))
+        results = {}
+        for s in stages:
+            upstream = results[s.name] = self.totals(s, [d[s.name] for d in done if s.name in d], upstream)
+        return results
 
     def start_actors(self, stage: PartitionStage, partitions: int) -> list:
         """As many actors as wanted and the cluster can actually start: a pool waits forever on an
@@ -340,32 +400,64 @@ class Executor:
         results: dict[str, dict[str, dict]] = {}
         upstream: dict[str, Counts] = {}
         stages = self.pipeline.planned(self.cfg, only)
-        for k, stage in enumerate(stages, 1):
-            self.label = f"{k}/{len(stages)} {stage.name}"
-            if on_stage:
-                on_stage(stage.name, "running")
+        k = 0
+        for group in self.fused_groups(stages):
+            first, last = k + 1, k + len(group)
+            k = last
+            names = [s.name for s in group]
+            self.label = f"{first}/{len(stages)} {names[0]}" if len(group) == 1 else \
+                f"{first}-{last}/{len(stages)} {'+'.join(names)}"
+            for name in names:
+                if on_stage:
+                    on_stage(name, "running")
             t0 = time.monotonic()
-            upstream = self.run_stage(stage, upstream)
+            if len(group) == 1:
+                per_stage = {names[0]: self.run_stage(group[0], upstream)}
+            else:
+                per_stage = self.guarded(group, lambda: self.run_fused(group, upstream, self.label))
             remove_stale_temp(self.out)  # a worker killed mid-write left its temp file; its retry wrote the real one
-            self.timings[stage.name] = round(time.monotonic() - t0, 3)
-            results[stage.name] = {s: c.source_dict() for s, c in upstream.items()}
-            if not all(c.untouched for c in upstream.values()):  # else it said "nothing to do"
-                say(self.quiet, self.label, f"done in {format_seconds(self.timings[stage.name])}: "
-                                            f"{stage_line(upstream)}")
-            if on_stage:
-                on_stage(stage.name, "done")
+            seconds = round(time.monotonic() - t0, 3)
+            for name in names:  # a fused group's time is its first stage's (the others ran inside its tasks)
+                upstream = per_stage[name]
+                self.timings[name] = seconds if name == names[0] else 0.0
+                results[name] = {s: c.source_dict() for s, c in upstream.items()}
+                if not all(c.untouched for c in upstream.values()):  # else it said "nothing to do"
+                    say(self.quiet, self.label if len(group) == 1 else name,
+                        f"done in {format_seconds(self.timings[name])}: {stage_line(upstream)}")
+                if on_stage:
+                    on_stage(name, "done")
         return results
 
-    def run_stage(self, stage: Stage, upstream: dict[str, Counts]) -> dict[str, Counts]:
+    def fused_groups(self, stages: list[Stage]) -> list[list[Stage]]:
+        """Runs of consecutive partition stages that can share one task per partition (with
+        `ray.fuse_partition_stages`): none of them runs on actors. Every other stage is alone."""
+        groups: list[list[Stage]] = []
+        sources = [n for n, s in self.cfg.sources.items() if s.enabled]
+
+        def fusable(s: Stage) -> bool:
+            return self.cfg.ray.fuse_partition_stages and isinstance(s, PartitionStage) \
+                and not any(s.uses_setup(self.cfg, src) for src in sources)
+        for s in stages:
+            if groups and fusable(s) and fusable(groups[-1][-1]):
+                groups[-1].append(s)
+            else:
+                groups.append([s])
+        return groups
+
+    def guarded(self, stages: list[Stage], fn: Callable):
+        """`fn()`, with a worker's error that one of `stages` declares in `errors` as its one line."""
         try:
-            if isinstance(stage, PartitionStage):
-                return self.run_partition_stage(stage, upstream)
-            if isinstance(stage, GlobalStage):
-                return stage.run(self, upstream)
+            return fn()
         except ray.exceptions.RayTaskError as e:
-            if isinstance(e.cause, stage.errors):  # one line, not a worker traceback
+            if any(isinstance(e.cause, s.errors) for s in stages):
                 raise type(e.cause)(str(e.cause)) from None
             raise
+
+    def run_stage(self, stage: Stage, upstream: dict[str, Counts]) -> dict[str, Counts]:
+        if isinstance(stage, PartitionStage):
+            return self.guarded([stage], lambda: self.run_partition_stage(stage, upstream))
+        if isinstance(stage, GlobalStage):
+            return self.guarded([stage], lambda: stage.run(self, upstream))
         raise TypeError(f"stage {stage.name!r} is neither a PartitionStage nor a GlobalStage")
 
 

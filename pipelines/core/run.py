@@ -26,7 +26,7 @@ from pipelines.core.provenance import REPO_ROOT, git_commit, versions
 from pipelines.core.outputs import read_json, remove_stale_temp, write_json
 from pipelines.core.progress import ProgressCounter
 from pipelines.core.report import build_report, check_report
-from pipelines.core.sources import discover
+from pipelines.ingest.discover import discover
 from pipelines.core.progress import say
 from pipelines.core.executor import Executor
 from pipelines.core.stage import Pipeline, RunError

@@ -45,11 +45,3 @@ QUARANTINE_SCHEMA = pa.schema([
     # for a record standing for the rest of a file: its on-disk bytes after the last byte decoded
     pa.field("unread_bytes", pa.int64()),
 ])
-
-# Native columns lifted into typed DOC_SCHEMA columns, per source; not repeated in `metadata`.
-LIFTED = {
-    "dclm": {"url": "url", "fasttext_openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train_prob": "dclm_fasttext_prob"},
-    "fwe": {"id": "native_id", "url": "url", "int_score": "int_score", "score": "edu_score"},
-    "zyda": {},
-    "dolma-cc": {"id": "native_id"},
-}

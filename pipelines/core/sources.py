@@ -1,4 +1,9 @@
-"""The four Zyda-2 sources: where their files are, what format they have, how their ids are formed.
+"""The four Zyda-2 sources (the one registry of per-source facts), input files and their ids.
+
+`SOURCES` holds everything the pipeline knows about a source: its folder in an `--input` tree, its
+default include globs, the released component it becomes, the native columns lifted into typed
+DOC_SCHEMA columns, the nested field that holds a URL, how its `nemo_id` prefix is formed and which
+path part names its Hub subfolder. Nothing else in the code names a source's particulars.
 
 `nemo_id` follows NeMo Curator's `AddId` convention used for Zyda-2, `<prefix>-<row><partition>`,
 with two fixes that make it safe at 5 B documents: the row is always 10 digits and the partition
@@ -14,37 +19,49 @@ same input folder always yields the same ids. Prefixes (RECIPE.md):
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
-import io
 import re
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
-import fsspec
 
-from pipelines.core.config import Config, ConfigError, SourceConfig, is_url
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str                      # the config key (sources.<name>)
+    folder: str                    # its folder inside an `--input` tree (the layout of ../shared/data/sources)
+    include: tuple[str, ...]       # default include globs, relative to the source's path
+    component: str                 # the released dataset's component (shards/, publish/, blends)
+    lifted: dict[str, str] = field(default_factory=dict)  # native column -> typed DOC_SCHEMA column
+    url_field: str | None = None   # nested native field holding `url` (Dolma `metadata`, Zyda `source_other`)
+    subfolder_prefix: str | None = None  # path part that names the Hub subfolder (and the id prefix)
 
-# Folder of each source inside an `--input` directory (the layout of ../shared/data/sources).
-INPUT_FOLDERS = {"dclm": "dclm", "fwe": "fineweb-edu", "zyda": "zyda", "dolma-cc": "dolma-cc"}
+    def subfolder(self, rel: str) -> str | None:
+        """The path part of `rel` that starts with `subfolder_prefix` (a shard, dump or sub-corpus)."""
+        if self.subfolder_prefix is None:
+            return None
+        return next((p for p in PurePosixPath(rel).parts if p.startswith(self.subfolder_prefix)), None)
 
-FORMATS = {  # file-name ending -> reader format
-    ".jsonl.zst": "jsonl.zst", ".jsonl.zstd": "jsonl.zst", ".json.zst": "jsonl.zst",
-    ".json.gz": "jsonl.gz", ".jsonl.gz": "jsonl.gz", ".jsonl": "jsonl", ".json": "jsonl",
-    ".parquet": "parquet",
-}
 
-DEFAULT_INCLUDE = {
-    "dclm": ["**/*.jsonl.zst", "**/*.parquet"],
-    "fwe": ["**/*.parquet"],
-    "zyda": ["**/*.parquet"],
-    "dolma-cc": ["**/*.json.gz"],
-}
+SOURCES: dict[str, SourceSpec] = {s.name: s for s in (
+    SourceSpec("dclm", "dclm", ("**/*.jsonl.zst", "**/*.parquet"), "dclm_crossdeduped",
+               {"url": "url", "fasttext_openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train_prob": "dclm_fasttext_prob"},
+               subfolder_prefix="global-shard"),
+    SourceSpec("fwe", "fineweb-edu", ("**/*.parquet",), "fwe3",
+               {"id": "native_id", "url": "url", "int_score": "int_score", "score": "edu_score"},
+               subfolder_prefix="CC-MAIN-"),
+    SourceSpec("zyda", "zyda", ("**/*.parquet",), "zyda_crossdeduped-filtered", url_field="source_other",
+               subfolder_prefix="zyda_"),
+    SourceSpec("dolma-cc", "dolma-cc", ("**/*.json.gz",), "dolma-cc_crossdeduped-filtered", {"id": "native_id"},
+               url_field="metadata", subfolder_prefix="cc_en"),
+)}
+SOURCE_NAMES = tuple(SOURCES)
+COMPONENTS = {name: spec.component for name, spec in SOURCES.items()}  # source -> released component
+INPUT_FOLDERS = {name: spec.folder for name, spec in SOURCES.items()}  # source -> folder under --input
 
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One input file: the unit of ingest work (a partition)."""
+    """One input file: the unit of work (a partition)."""
     source: str
     url: str          # absolute local path or fsspec URL
     rel: str          # path relative to the source folder (provenance: `src_file`)
@@ -79,113 +96,17 @@ def part_name(rel: str) -> str:
     return name
 
 
-class SourceAccessError(RuntimeError):
-    """A source's files cannot be listed or opened (credentials, network)."""
-
-
-def _access_error(name: str, url: str, e: Exception) -> SourceAccessError:
-    text = f"{type(e).__name__}: {e}"
-    if isinstance(e, PermissionError) or any(k in text for k in ("401", "403", "Gated", "Unauthorized",
-                                                                "RepositoryNotFound")):
-        fix = "log in with `huggingface-cli login` or set HF_TOKEN (gated or private dataset)"
-    else:
-        fix = "check the network and the path"
-    return SourceAccessError(f"sources.{name}: cannot list {url} ({text.splitlines()[0][:200]}); {fix}")
-
-
-def file_format(rel: str) -> str | None:
-    for ending, fmt in FORMATS.items():
-        if rel.endswith(ending):
-            return fmt
-    return None
-
-
 def id_prefix(source: str, rel: str) -> str:
-    parts = PurePosixPath(rel).parts
+    sub = SOURCES[source].subfolder(rel)
     if source == "dclm":
         m = re.search(r"global-shard_(\d+)_of_\d+", rel)
         return f"dclm-gs{m.group(1)}" if m else "dclm-gs00"
     if source == "fwe":
-        dump = next((p for p in parts if p.startswith("CC-MAIN-")), None)
-        return f"fwe2-{dump}" if dump else "fwe2-unknown"
+        return f"fwe2-{sub}" if sub else "fwe2-unknown"
     if source == "zyda":
-        folder = next((p for p in parts if p.startswith("zyda_")), None)
-        return folder or "zyda"
+        return sub or "zyda"
     return "dolma-cc"
 
 
 def make_id(prefix: str, row: int, partition: int) -> str:
     return f"{prefix}-{row:010d}{partition:05d}"
-
-
-def _matches(rel: str, pattern: str) -> bool:
-    """Glob match where `**/` may also match nothing, as in Path.glob."""
-    return fnmatch.fnmatch(rel, pattern) or (pattern.startswith("**/") and fnmatch.fnmatch(rel, pattern[3:]))
-
-
-def _list_files(name: str, src: SourceConfig, policy) -> list[tuple[str, str]]:
-    """(url, rel) of every file of a source, sorted by rel. Remote listings are retried like reads."""
-    from pipelines.ingest.remote import open_input, with_retries
-    include = src.include or DEFAULT_INCLUDE[name]
-    root = src.path.rstrip("/")
-    if src.files_from:
-        with io.TextIOWrapper(io.BufferedReader(open_input(src.files_from, policy)), encoding="utf-8") as f:
-            urls = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-        found = {}
-        for url in urls:
-            if not url.startswith(root + "/"):
-                raise ConfigError(f"sources.{name}.files_from: {url} is not under sources.{name}.path {root}")
-            rel = url[len(root) + 1:]
-            if any(_matches(rel, p) for p in include):
-                found[rel] = url
-        return sorted(((u, r) for r, u in found.items()), key=lambda x: x[1])
-    if is_url(root):
-        fs, base = fsspec.core.url_to_fs(root)
-        protocol = root.split("://", 1)[0]
-        found = {}
-        for pattern in include:
-            for p in with_retries(lambda: fs.glob(f"{base}/{pattern}"), policy, f"{root}/{pattern}",
-                                  wrap_permanent=False):
-                rel = p[len(base) + 1:]
-                found[rel] = f"{protocol}://{p}"
-        return sorted(((u, r) for r, u in found.items()), key=lambda x: x[1])
-    base = Path(root)
-    found = {}
-    for pattern in include:
-        for p in base.glob(pattern):
-            if p.is_file():
-                found[p.relative_to(base).as_posix()] = str(p)
-    return sorted(((u, r) for r, u in found.items()), key=lambda x: x[1])
-
-
-def discover(cfg: Config) -> list[SourceFile]:
-    """Every input file of every enabled source, in a deterministic order."""
-    from pipelines.ingest.remote import RetryPolicy
-    net = cfg.network
-    policy = RetryPolicy(net.retries, net.backoff_s, net.max_backoff_s, net.timeout_s)
-    files: list[SourceFile] = []
-    for name in sorted(cfg.sources):
-        src = cfg.sources[name]
-        if not src.enabled:
-            continue
-        try:
-            listed = [(u, r) for u, r in _list_files(name, src, policy) if file_format(r)]
-        except (ConfigError, SourceAccessError):
-            raise
-        except Exception as e:  # fsspec and hub errors come in many types; one message says what to do
-            raise _access_error(name, src.files_from or src.path, e) from None
-        if cfg.ingest.max_files_per_source is not None:
-            listed = listed[: cfg.ingest.max_files_per_source]
-        counters: dict[str, int] = {}
-        names: dict[str, str] = {}
-        for url, rel in listed:
-            name_ = part_name(rel)
-            if name_ in names:  # only a sha256 prefix collision can get here
-                raise ConfigError(f"sources.{name}: inputs {names[name_]} and {rel} would share the output "
-                                  f"name {name_}; rename one of them")
-            names[name_] = rel
-            prefix = id_prefix(name, rel)
-            part = counters.get(prefix, 0)
-            counters[prefix] = part + 1
-            files.append(SourceFile(name, url, rel, file_format(rel), prefix, part))
-    return files

@@ -22,9 +22,9 @@ from pipelines.core.config import IngestConfig
 from pipelines.core.counts import Counts
 from pipelines.ingest.readers import (ArrowBatch, Bad, JsonRecord, _first_bad_byte, _text_as_utf8, invalid_utf8_rows,
                                read_json_lines, read_parquet)
-from pipelines.core.schema import DOC_SCHEMA, LIFTED, QUARANTINE_SCHEMA
+from pipelines.core.schema import DOC_SCHEMA, QUARANTINE_SCHEMA
 from pipelines.ingest.remote import RetryPolicy, open_input
-from pipelines.core.sources import SourceFile, make_id
+from pipelines.core.sources import SOURCES, SourceFile, make_id
 
 MAX_BATCH_TEXT_BYTES = 64 << 20  # flush a batch early when its text exceeds this (huge documents)
 
@@ -74,7 +74,8 @@ def _typed(value, tp) -> tuple[object, str | None]:
 
 def _nested_url(source: str, obj: dict) -> str | None:
     """URL hidden inside a nested native field (Dolma `metadata.url`, Zyda `source_other.url`)."""
-    holder = obj.get("metadata") if source == "dolma-cc" else obj.get("source_other")
+    field = SOURCES[source].url_field
+    holder = obj.get(field) if field else None
     if isinstance(holder, str):
         try:
             holder = orjson.loads(holder)
@@ -95,7 +96,7 @@ class Normaliser:
     def __init__(self, sf: SourceFile, excerpt_chars: int):
         self.sf = sf
         self.excerpt_chars = excerpt_chars
-        self.lifted = LIFTED[sf.source]
+        self.lifted = SOURCES[sf.source].lifted
         self.quarantine: dict[str, list] = {n: [] for n in QUARANTINE_SCHEMA.names}
         self.reasons: dict[str, int] = {}
         self.typed_nulls: dict[str, int] = {}  # "<column>:<why>" -> native values that became null

@@ -27,11 +27,14 @@ from email.utils import parsedate_to_datetime
 
 import fsspec
 
-from pipelines.core.sources import SourceAccessError
 
 READ_BLOCK = 1 << 20  # bytes per remote range request
 MAX_RETRY_AFTER_S = 600.0  # a longer Retry-After counts as one more failed attempt's wait of this length
 _sleep = time.sleep  # tests replace it to record the waits
+
+
+class SourceAccessError(RuntimeError):
+    """A source's files cannot be listed or opened (credentials, network)."""
 
 
 class RemoteReadError(SourceAccessError):

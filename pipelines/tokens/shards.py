@@ -22,12 +22,10 @@ import pyarrow.parquet as pq
 from pipelines.core.counts import Counts
 from pipelines.core.outputs import write_json, write_table, write_text
 from pipelines.core.schema import QUALITY_SCHEMA
+from pipelines.core.sources import COMPONENTS, SOURCES
 from pipelines.core.stage import GlobalStage
 from pipelines.tokens.indexed import write_indexed
 from pipelines.tokens.tokenize import read_docs
-
-COMPONENTS = {"dclm": "dclm_crossdeduped", "fwe": "fwe3", "zyda": "zyda_crossdeduped-filtered",
-              "dolma-cc": "dolma-cc_crossdeduped-filtered"}
 
 def plan_shards(token_counts: list[int], target: int) -> list[list[int]]:
     """Consecutive groups of partitions holding about `target` tokens each."""
@@ -76,6 +74,7 @@ def publish_partition(src: Path, dest: Path) -> int:
 
 class ShardsStage(GlobalStage):
     name = "shards"
+    writes_docs = False  # its products are shards, blends and Hub parquet
 
     def run(self, ex, upstream: dict[str, Counts]) -> dict[str, Counts]:
         cfg = ex.cfg.shards
@@ -101,8 +100,7 @@ class ShardsStage(GlobalStage):
                 counters: dict[str, int] = {}
                 for sf, _ in files:
                     parts = PurePosixPath(sf.rel).parts
-                    sub = next((p for p in parts if p.startswith(("global-shard", "CC-MAIN", "zyda_", "cc_en"))),
-                               parts[0] if len(parts) > 1 else "default")
+                    sub = SOURCES[source].subfolder(sf.rel) or (parts[0] if len(parts) > 1 else "default")
                     n = counters.get(sub, 0)
                     counters[sub] = n + 1
                     jobs.append(publish.remote(ex.partition(self.name, sf).docs, out / "publish" / "data" / component / sub /

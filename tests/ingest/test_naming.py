@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pipelines.core.sources as sources
+import pipelines.ingest.discover as sources
 from pipelines.core.config import Config, ConfigError, SourceConfig
-from pipelines.core.sources import MAX_PART_NAME_BYTES, discover, part_name
+from pipelines.core.sources import MAX_PART_NAME_BYTES, part_name
+from pipelines.ingest.discover import discover
 
 SEGMENT = st.lists(st.sampled_from(list("ab_.%#[] é-~()ü") + ["__", "%2F", "%25"]), min_size=1, max_size=60).map("".join)
 ENDING = st.sampled_from([".parquet", ".jsonl.zst", ".json.gz", ".jsonl", ""])

@@ -92,7 +92,7 @@ def test_config_hash_tracks_content(tmp_path):
 def test_input_reroots_every_source_of_the_hub_recipe(data_dir):
     """`run configs/zyda2.yaml --input DIR` reads all four sources from DIR, none from the Hub or the web,
     and finds the same files as the local recipe does in the same folder."""
-    from pipelines.core.sources import discover
+    from pipelines.ingest.discover import discover
     hub = load_config(REPO / "configs" / "zyda2.yaml", input_dir=str(data_dir / "sources"))
     for name, src in hub.sources.items():
         assert src.path.startswith(str(data_dir / "sources") + "/") and src.files_from is None, name

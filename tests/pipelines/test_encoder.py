@@ -18,7 +18,8 @@ from hypothesis import given, settings, strategies as st
 from pipelines.core.config import load_config
 from pipelines.tokens.encoder import CachedEncoder, PreTokenizer, cached_encoder
 from pipelines.ingest.stage import ingest_file
-from pipelines.core.sources import INPUT_FOLDERS, discover
+from pipelines.core.sources import INPUT_FOLDERS
+from pipelines.ingest.discover import discover
 from pipelines.tokens.tokenizer import BOS, EOS, model_path
 from tests.conftest import REPO
 

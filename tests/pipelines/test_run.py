@@ -11,7 +11,7 @@ import pytest
 from pipelines.core.config import load_config
 from pipelines.core.report import AccountingError, build_report, check_report
 from pipelines.core.run import RunError, run_pipeline
-from pipelines.core.sources import discover
+from pipelines.ingest.discover import discover
 from tests.conftest import REPO, files_digest, run_local
 
 
