@@ -99,13 +99,14 @@ def source_overrides(names: str | None) -> list[str]:
 def _load(args):
     overrides = source_overrides(getattr(args, "sources", None)) + list(args.overrides)
     cfg = load_config(args.config, overrides, input_dir=args.input, output_dir=args.output)
+    from pipelines.core.run import check_stage_names
     from pipelines.pipeline import PIPELINE
-    PIPELINE.check_config(cfg)  # stage names in the config are the pipeline's
+    check_stage_names(PIPELINE, cfg)  # stage names in the config are the pipeline's
     return cfg
 
 
 def cmd_run(args) -> int:
-    from pipelines.core.run import run_pipeline
+    from pipelines.pipeline import run_pipeline
     cfg = _load(args)
     args.run_folder = Path(cfg.output_dir)
     if args.plan:
@@ -194,7 +195,7 @@ def print_run_summary(out: Path, report: dict, command: list[str]) -> None:
 
 
 def cmd_dedup(args) -> int:
-    from pipelines.core.run import rerun_dedup
+    from pipelines.pipeline import rerun_dedup
     args.run_folder = Path(args.output)
     report = rerun_dedup(Path(args.run_dir), args.overrides, Path(args.output), quiet=args.quiet,
                          overwrite=args.overwrite, resume=args.resume, command=args.command_line)

@@ -45,7 +45,7 @@ def main() -> None:
 
     from pipelines.evaluation.ablation import ablate, load_ablation_config
     from pipelines.core.config import load_config
-    from pipelines.core.run import run_pipeline
+    from pipelines.pipeline import run_pipeline
     from pipelines.training.train_config import load_train_config
     from pipelines.training.trainer import train
     t0 = time.perf_counter()

@@ -148,7 +148,7 @@ def bench_readers(root: Path) -> dict:
 def bench_ray(root: Path) -> dict:
     """Whole-stage ingest of the parquet sources: Ray tasks (ours) vs Ray Data read/map/write."""
     import ray
-    from pipelines.core.run import run_pipeline
+    from pipelines.pipeline import run_pipeline
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         parquet = [str(p) for folder in ("fineweb-edu", "zyda") for p in sorted((root / folder).rglob("*.parquet"))]

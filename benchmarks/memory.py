@@ -28,7 +28,7 @@ BASE_MB = 12
 
 def measure(scale: int, corpus: list[str]) -> dict:
     import ray
-    from pipelines.core.run import run_pipeline
+    from pipelines.pipeline import run_pipeline
     docs, n = take_mb(corpus, BASE_MB * scale)
     root = Path(tempfile.mkdtemp(prefix=f"zyda2-mem-{scale}x-"))
     write_sources(docs, root / "in")

@@ -130,7 +130,7 @@ def write_sources(docs: list[str], root: Path) -> None:
 
 def bench_end_to_end(corpus: list[str], scale: int, base_mb: float) -> dict:
     import ray
-    from pipelines.core.run import run_pipeline
+    from pipelines.pipeline import run_pipeline
     docs, n = take_mb(corpus, base_mb * scale)
     root = Path(tempfile.mkdtemp(prefix=f"zyda2-e2e-{scale}x-"))
     try:

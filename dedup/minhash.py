@@ -24,7 +24,6 @@ import numba as nb
 import numpy as np
 import pyarrow as pa
 
-from pipelines.core.config import DedupConfig
 
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)
@@ -181,8 +180,9 @@ def _buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return data, offsets
 
 
-def signatures(texts: pa.Array | pa.ChunkedArray | list[str], cfg: DedupConfig) -> np.ndarray:
-    """(n_docs, num_hashes) MinHash signatures; uint32, or uint64 with hash_bits 64."""
+def signatures(texts: pa.Array | pa.ChunkedArray | list[str], cfg) -> np.ndarray:
+    """(n_docs, num_hashes) MinHash signatures; uint32, or uint64 with hash_bits 64. `cfg`: the
+    `dedup` config section (shingle, ngram, num_hashes, hash_bits, seed)."""
     if isinstance(texts, list):
         texts = pa.array(texts, pa.string())
     chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
@@ -198,8 +198,9 @@ def signatures(texts: pa.Array | pa.ChunkedArray | list[str], cfg: DedupConfig) 
     return out
 
 
-def shingle_set(text: str, cfg: DedupConfig) -> np.ndarray:
-    """Sorted unique 64-bit shingle hashes of one text (exact Jaccard up to 2^-64 collisions)."""
+def shingle_set(text: str, cfg) -> np.ndarray:
+    """Sorted unique 64-bit shingle hashes of one text (exact Jaccard up to 2^-64 collisions);
+    `cfg`: the `dedup` config section."""
     raw = np.frombuffer(text.encode("utf-8"), np.uint8)
     buf = np.empty(len(raw) + 1, np.uint64)
     n = _shingle_hashes(raw, 0, len(raw), cfg.ngram, cfg.shingle == "word", buf)

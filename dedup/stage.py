@@ -33,11 +33,10 @@ from dedup.resolve import KEEP, REASONS, cluster_stats, resolve
 from dedup.signatures import read_signatures, signature_tag, write_signatures
 from pipelines.core.config import DedupConfig
 from pipelines.core.counts import Counts, by_source
-from pipelines.core.executor import write_marker, write_output
 from pipelines.core.outputs import read_json, write_json
 from pipelines.core.schema import DOC_SCHEMA
 from pipelines.core.sources import SOURCE_NAMES, SourceFile, make_id
-from pipelines.core.stage import GlobalStage, Partition, StageOutput
+from pipelines.core.stage import GlobalStage, Partition, StageOutput, write_marker, write_output
 
 DECISION_SCHEMA = pa.schema([
     pa.field("nemo_id", pa.string(), nullable=False),

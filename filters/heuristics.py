@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.core.config import HeuristicFilterConfig
 
 
 @functools.cache
@@ -77,8 +76,9 @@ def _duplicates(parts: list[str]) -> tuple[int, int]:
     return elements, chars
 
 
-def repetition(text: str, cfg: HeuristicFilterConfig) -> str | None:
-    """Gopher's repeated-paragraph and repeated-line checks, in datatrove's order and wording."""
+def repetition(text: str, cfg) -> str | None:
+    """Gopher's repeated-paragraph and repeated-line checks, in datatrove's order and wording.
+    `cfg`: the `heuristic_filter` config section (its dup_* fractions)."""
     paragraphs = _PARAGRAPHS.split(text.strip())
     dup, chars = _duplicates(paragraphs)
     if cfg.dup_para_frac and dup / len(paragraphs) > cfg.dup_para_frac:
@@ -100,7 +100,7 @@ class HeuristicFilters:
     that first failing rule."""
     output_columns = ()
 
-    def __init__(self, cfg: HeuristicFilterConfig):
+    def __init__(self, cfg):
         self.cfg = cfg
 
     def score(self, docs) -> dict[str, list]:

@@ -10,7 +10,8 @@ A stage is one of two kinds:
   fused in one task per partition (`ray.fuse_partition_stages`).
 - `GlobalStage`: a step over every partition at once (dedup's shuffles, the shards plan),
   `run(ex, upstream) -> {source: Counts}`, using the executor's services (`ex.map_partitions`,
-  `ex.remote`, `ex.wait`, `ex.write_partition`) so that retries, markers and progress are the same.
+  `ex.remote`, `ex.wait`, `ex.done`) and this module's `write_output` / `write_marker`, so that
+  retries, markers and progress are the same as for partition stages.
 
 Declared, never hand-listed elsewhere: the stage's `name` (its folder in the run), its config
 `section` (and `needs`, the other sections its outputs depend on), which sources it `applies_to`,
@@ -19,18 +20,27 @@ resources (`ray.stage_resources.<name>`). A stage's config hash chains every sta
 pipeline, so changing an upstream setting invalidates every later stage's outputs.
 
 Adding a stage is one class and one line (`Pipeline.with_stage`): see README "Adding a stage".
+
+The end of this module is what runs inside a worker for one partition (process, write the outputs
+atomically, then the marker, log every attempt): plain functions of the run folder, so tasks ship
+the stage and the config, never the driver's state.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import os
+import time
+import traceback
 from pathlib import Path
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import pyarrow as pa
+import ray
 
 from pipelines.core.counts import Counts
+from pipelines.core.outputs import PartitionWriter, read_json, write_json, write_table
 from pipelines.core.schema import DOC_SCHEMA
 from pipelines.core.sources import SourceFile
 
@@ -176,13 +186,6 @@ class Pipeline:
         """The stages a run of `cfg` goes through, in order."""
         return [s for s in self.stages if s.enabled(cfg) and (only is None or s.name in only)]
 
-    def check_config(self, cfg) -> None:
-        """Config keys that name stages must name this pipeline's stages (ConfigError, one line)."""
-        from pipelines.core.config import ConfigError
-        for name in cfg.ray.stage_resources:
-            if name not in self.names:
-                raise ConfigError(f"ray.stage_resources.{name}: unknown stage (known: {', '.join(self.names)})")
-
     def with_stage(self, stage: Stage, after: str) -> Pipeline:
         """A copy with `stage` inserted after the stage named `after`."""
         i = self.names.index(after)
@@ -213,3 +216,104 @@ class Pipeline:
                 extra[f"stage:{s.name}"] = params
         sections += [n for n in chain[-1].needs if n not in sections]
         return cfg.section_hash(*sections, extra=extra)
+
+
+# -- one partition inside a worker: process, commit (atomic outputs, then the marker), log
+
+
+def marker_path(out: Path, step: str, sf: SourceFile) -> Path:
+    return out / step / "_done" / f"{sf.source}__{sf.part_name}.json"
+
+
+def task_log(out: Path, step: str, sf: SourceFile, line: str) -> None:
+    """Per-task log `<run>/logs/<step>/<source>__<part>.log`: start, input, counts and seconds of
+    every attempt, or the worker's traceback."""
+    path = out / "logs" / step / f"{sf.source}__{sf.part_name}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} pid {os.getpid()} {line}\n")
+
+
+def write_marker(out: Path, step: str, config_hash: str, sf: SourceFile, stats: dict, seconds: float) -> None:
+    """The completion marker: stats, config hash, input and the seconds the partition took."""
+    write_json(marker_path(out, step, sf), {"config_hash": config_hash, "src_url": sf.url, "stats": stats,
+                                            "seconds": round(seconds, 3)})
+    shown = ", ".join(f"{k} {v}" for k, v in stats.items() if isinstance(v, (int, dict)) and k != "examples")
+    task_log(out, step, sf, f"done in {seconds:.3f}s: {shown}")
+
+
+def logged(out: Path, step: str, config_hash: str, fn: Callable[[SourceFile], dict]) -> Callable:
+    """`fn` wrapped for a worker: logs its start and failure to the run folder, writes the marker."""
+    def task(sf: SourceFile) -> dict:
+        t0 = time.monotonic()
+        task_log(out, step, sf, f"start {sf.url}")
+        try:
+            stats = fn(sf)
+        except BaseException:
+            task_log(out, step, sf, "failed:\n" + traceback.format_exc())
+            raise
+        write_marker(out, step, config_hash, sf, stats, time.monotonic() - t0)
+        return stats
+    return task
+
+
+def write_output(part: Partition, output: StageOutput) -> dict:
+    """Write a partition's documents and side tables atomically; returns its counts as marker stats.
+    Side tables are written first, so the documents appearing means the partition is whole."""
+    docs = output.docs
+    if docs is None:
+        for path, table in output.tables.items():
+            write_table(path, table)
+        return output.counts.partition_dict()
+    writer = PartitionWriter(part.output(), docs.schema if isinstance(docs, pa.Table) else output.schema)
+    if isinstance(docs, pa.Table):
+        writer.write_table(docs)
+    else:
+        for batch in docs:
+            writer.write(batch)
+    writer.close(extra=output.tables)
+    return output.counts.partition_dict()
+
+
+def process_partition(stage: PartitionStage, cfg, part: Partition) -> dict:
+    """One partition through one stage: process, write, count the progress it did not report."""
+    output = stage.process(part, cfg)
+    stats = write_output(part, output)
+    nbytes = output.progress_bytes
+    if nbytes is None:
+        nbytes = int(input_bytes(part.docs)) if part.docs is not None else 0
+    part.advance(output.counts.read - part.reported_docs, max(nbytes - part.reported_bytes, 0))
+    return stats
+
+
+@ray.remote
+class StageWorker:
+    """A model-backed stage on one actor: `setup` once, then any number of partitions."""
+
+    def __init__(self, stage: PartitionStage, cfg):
+        self.stage, self.cfg = stage, cfg
+        stage.setup(cfg)
+
+    def run(self, part: Partition, config_hash: str) -> dict:
+        return logged(part.run, part.stage, config_hash,
+                      lambda sf: process_partition(self.stage, self.cfg, part))(part.file)
+
+
+def done_stats(out: Path, step: str, config_hash: str, sf: SourceFile) -> dict | None:
+    """The stats of a partition already finished with this config and input, or None."""
+    marker = marker_path(out, step, sf)
+    if marker.exists():
+        done = read_json(marker)
+        if done.get("config_hash") == config_hash and done.get("src_url") == sf.url:
+            return done["stats"]
+    return None
+
+
+def input_bytes(path: str | Path) -> float:
+    """Size of a partition's input: its weight in the ETA (1 for remote files, not listed again)."""
+    if "://" in str(path):
+        return 1.0
+    try:
+        return float(max(os.path.getsize(path), 1))
+    except OSError:
+        return 1.0

@@ -7,9 +7,8 @@ import logging
 from pathlib import Path
 
 from pipelines.core.counts import Counts
-from pipelines.core.executor import write_output
 from pipelines.core.sources import SourceFile
-from pipelines.core.stage import Partition, PartitionStage, RunError, StageOutput
+from pipelines.core.stage import Partition, PartitionStage, RunError, StageOutput, write_output
 from pipelines.ingest.normalise import normalised_batches
 from pipelines.ingest.readers import CountMismatch
 from pipelines.ingest.remote import RemoteReadError, RetryPolicy, host_of

@@ -183,7 +183,7 @@ def test_word_shingles_match_python_split():
 
 
 def test_rerun_dedup_reuses_signatures(ray_instance, local_run, tmp_path):
-    from pipelines.core.run import rerun_dedup
+    from pipelines.pipeline import rerun_dedup
     run, report = local_run
     sig_dir = run / "dedup" / "signatures" / "char25_128h_32b_seed10"
     before = {p: p.stat().st_mtime_ns for p in sig_dir.rglob("*.parquet")}

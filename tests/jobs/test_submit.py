@@ -10,6 +10,9 @@ import subprocess
 import sys
 
 import pytest
+
+from pipelines.core.run import check_stage_names
+from pipelines.pipeline import PIPELINE
 import yaml
 
 import zyda2
@@ -120,10 +123,14 @@ def test_stage_resources_become_task_options():
     assert cfg.ray.task_options("tokenize") == {"num_cpus": 0.25}
     assert cfg.ray.task_options("ingest") == {"num_cpus": 0.5}
     assert cfg.hash() == load_config(REPO / "configs" / "local.yaml").hash()  # where work runs is not what it makes
-    for bad, msg in (("{dedupe: {num_cpus: 1}}", "unknown stage"), ("{dedup: {memory_mb: 0}}", "memory_mb"),
-                     ("{dedup: {gpus: 1}}", "unknown key")):
+    for bad, msg in (("{dedup: {memory_mb: 0}}", "memory_mb"), ("{dedup: {gpus: 1}}", "unknown key")):
         with pytest.raises(ConfigError, match=msg):
             load_config(REPO / "configs" / "local.yaml", [f"ray.stage_resources={bad}"])
+    # stage names are the pipeline's (pipelines/pipeline.py), checked before anything runs
+    typo = load_config(REPO / "configs" / "local.yaml", ["ray.stage_resources={dedupe: {num_cpus: 1}}"])
+    with pytest.raises(ConfigError, match="ray.stage_resources.dedupe: unknown stage \\(known: ingest, "
+                                          "heuristic_filter, dedup, quality_filter, tokenize, shards\\)"):
+        check_stage_names(PIPELINE, typo)
 
 
 def test_spill_dir_receives_spilled_objects(tmp_path):

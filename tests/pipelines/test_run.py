@@ -10,7 +10,8 @@ import pytest
 
 from pipelines.core.config import load_config
 from pipelines.core.report import AccountingError, build_report, check_report
-from pipelines.core.run import RunError, run_pipeline
+from pipelines.core.run import RunError
+from pipelines.pipeline import run_pipeline
 from pipelines.ingest.discover import discover
 from tests.conftest import REPO, files_digest, run_local
 

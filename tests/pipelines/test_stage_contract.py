@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from filters.stage import FilterStage
 from pipelines.core.config import load_config
-from pipelines.core.run import run_pipeline
+from pipelines.pipeline import run_pipeline
 from pipelines.core.sources import SOURCE_NAMES
 from pipelines.pipeline import PIPELINE
 from tests.conftest import DATA, REPO, files_digest
