@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ZYDA2_DATA ?= $(abspath ../shared/data)
 export ZYDA2_DATA
 
-.PHONY: install demo test bench clean browser
+.PHONY: install demo lint test bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,11 @@ browser:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y --no-install-recommends chromium chromium-driver; }
 
-test: $(STAMP) browser
+# Lint first (ruff, configured in pyproject.toml's [tool.ruff]): a finding fails the run before the tests start.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: $(STAMP) lint browser
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
