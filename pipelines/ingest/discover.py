@@ -6,6 +6,7 @@ same way; remote listings are retried like reads (pipelines/ingest/remote.py).
 
 from __future__ import annotations
 
+import fnmatch
 import io
 from pathlib import Path
 
