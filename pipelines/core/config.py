@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-from pipelines.core.sections import (StageResources, ClusterConfig, RayConfig, SourceConfig, IngestConfig, NetworkConfig, HeuristicFilterConfig, DedupConfig, QualityFilterConfig, TokenizeConfig, ShardsConfig)
+from pipelines.core.sections import (DedupConfig, HeuristicFilterConfig, IngestConfig, NetworkConfig,
+                                     QualityFilterConfig, RayConfig, ShardsConfig, SourceConfig, TokenizeConfig)
 from pipelines.core.sources import SOURCE_NAMES, SOURCES
 
 
