@@ -311,8 +311,9 @@ def cmd_anneal(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from pipelines.evaluation.harness import DEFAULT_TASKS, evaluate_checkpoint
     from pipelines.core.run import RunError
+    from pipelines.evaluation.harness import DEFAULT_TASKS, aggregate, evaluate_checkpoint
+    from pipelines.training.trainer import load_model
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else list(DEFAULT_TASKS)
     ckpt = Path(args.checkpoint)
     if not ((ckpt / "model" / "config.json").is_file() or (ckpt / "config.json").is_file()):
@@ -320,10 +321,17 @@ def cmd_eval(args) -> int:
         raise RunError(f"not a checkpoint: {ckpt} (a checkpoint folder holds model/ and state.pt, e.g. "
                        f"runs/train-local/checkpoints/step_0000300"
                        + (f"; this looks like a training run: pick one in {hint}/" if hint.is_dir() else "") + ")")
-    check_task_names(tasks, Path(args.eval_dir) if args.eval_dir else None)
-    result = evaluate_checkpoint(Path(args.checkpoint), Path(args.eval_dir) if args.eval_dir else None, tasks,
-                                 Path(args.run) if args.run else None, args.batch_size, args.limit,
-                                 args.bpb_sequences, args.seq_len, args.device)
+    eval_dir = Path(args.eval_dir) if args.eval_dir else None
+    check_task_names(tasks, eval_dir)
+    local = [t for t in tasks if eval_dir and (eval_dir / f"{t}.jsonl").is_file()]
+    others = [t for t in tasks if t not in local]  # lm-evaluation-harness's own tasks
+    model = load_model(ckpt, args.device)
+    result = evaluate_checkpoint(ckpt, eval_dir, local, Path(args.run) if args.run else None, args.batch_size,
+                                 args.limit, args.bpb_sequences, args.seq_len, args.device, model=model)
+    if others:  # scored by lm-eval's evaluator through the adapter, with the same model and scorer
+        from pipelines.evaluation.lm_eval_adapter import run_lm_eval
+        result["tasks"].update(run_lm_eval(ckpt, others, batch_size=args.batch_size, limit=args.limit, model=model))
+        result["aggregate"] = aggregate(result["tasks"])
     for task, r in result["tasks"].items():
         norm = f"  acc_norm {r['acc_norm']:.4f} ± {r['acc_norm_stderr']:.4f}" if "acc_norm" in r else ""
         print(f"{task:15s} acc {r['acc']:.4f} ± {r['acc_stderr']:.4f}{norm}  (n={r['n']})")
