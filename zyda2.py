@@ -313,7 +313,7 @@ def cmd_anneal(args) -> int:
 def cmd_eval(args) -> int:
     from pipelines.core.run import RunError
     from pipelines.evaluation.harness import DEFAULT_TASKS, aggregate, evaluate_checkpoint
-    from pipelines.training.trainer import load_model
+    from pipelines.training.model import load_model
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else list(DEFAULT_TASKS)
     ckpt = Path(args.checkpoint)
     if not ((ckpt / "model" / "config.json").is_file() or (ckpt / "config.json").is_file()):
@@ -721,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.release.publish import PublishError
     from pipelines.core.sources import SourceAccessError
     from pipelines.release.stats import StatsError
-    from pipelines.training.train_config import TrainError
+    from pipelines.training import TrainError
     try:
         return args.func(args)
     except KeyboardInterrupt as e:

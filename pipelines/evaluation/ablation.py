@@ -29,7 +29,8 @@ import yaml
 
 from pipelines.core.provenance import git_commit
 from pipelines.core.config import ConfigError, RayConfig, _build, read_config_data
-from pipelines.training.train_config import MixtureEntry, TrainError, _validate_mixture, load_train_config
+from pipelines.training import TrainError
+from pipelines.training.train_config import MixtureEntry, _validate_mixture, load_train_config
 
 
 

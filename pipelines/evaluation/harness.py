@@ -174,7 +174,7 @@ def evaluate_checkpoint(checkpoint: Path, eval_dir: Path | None, tasks: list[str
     loaded (on `device`). Tasks of lm-evaluation-harness itself go through `lm_eval_adapter.run_lm_eval`
     (`zyda2.py eval` adds them to this dict and recomputes the aggregate)."""
     if model is None:
-        from pipelines.training.trainer import load_model
+        from pipelines.training.model import load_model
         model = load_model(checkpoint, device)
     result = {"checkpoint": str(checkpoint), "tasks": {}, "bpb": {}}
     if tasks:

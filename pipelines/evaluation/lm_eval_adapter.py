@@ -31,7 +31,7 @@ class Zyda2LM(LM):
     def __init__(self, pretrained: str | None = None, batch_size: int | str = 16, device: str = "cpu",
                  max_length: int | None = None, model=None, **_):
         super().__init__()
-        from pipelines.training.trainer import load_model
+        from pipelines.training.model import load_model
         self.model = model if model is not None else load_model(pretrained, device)
         self.add_bos = checkpoint_add_bos(Path(pretrained)) if pretrained else False
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16

@@ -16,7 +16,7 @@ from pipelines.evaluation.ablation import compare, load_ablation_config, ablate,
 from pipelines.evaluation.harness import Item, evaluate_tasks, load_task, score_items, task_files
 from pipelines.evaluation.scoring import encode_pair
 from pipelines.tokens.tokenizer import BOS, encode
-from pipelines.training.trainer import load_model
+from pipelines.training.model import load_model
 from tests.conftest import DATA, REPO
 
 EVAL = DATA / "eval"
