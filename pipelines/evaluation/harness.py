@@ -33,7 +33,7 @@ import torch
 
 from pipelines.evaluation.scoring import loglikelihoods
 from pipelines.tokens.hf_tokenizer import checkpoint_add_bos
-from pipelines.tokens.indexed import IndexedDataset
+from pipelines.tokens.indexed_dataset import IndexedDataset
 from pipelines.tokens.tokenizer import _processor
 
 DEFAULT_TASKS = ("arc_easy", "arc_challenge", "piqa", "winogrande", "openbookqa", "hellaswag")

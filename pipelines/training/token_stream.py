@@ -16,7 +16,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from pipelines.tokens.indexed import IndexedDataset
+from pipelines.tokens.indexed_dataset import IndexedDataset
 from pipelines.training import TrainError
 
 
