@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pipelines.core.provenance import git_commit
 from pipelines.core.config import ConfigError, RayConfig, _build, read_config_data
+from pipelines.core.outputs import write_text
+from pipelines.core.provenance import git_commit
 from pipelines.training import TrainError
 from pipelines.training.train_config import MixtureEntry, _validate_mixture, load_train_config
 
@@ -136,10 +137,7 @@ def _run_one(cfg_dict: dict, candidate: str | None, seed: int, out: str) -> dict
                                  cfg.eval.batch_size, cfg.eval.limit, cfg.eval.bpb_sequences, tcfg.data.seq_len,
                                  device, quiet=True)
     result.update(candidate=candidate, seed=seed)
-    tmp = out / ".eval.json.tmp"
-    out.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(result) + "\n")
-    tmp.replace(out / "eval.json")
+    write_text(out / "eval.json", json.dumps(result) + "\n")
     return result
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipelines.core.outputs import write_text
 from pipelines.core.progress import format_seconds
 from pipelines.tokens.hf_tokenizer import save_tokenizer, trained_add_bos
 from pipelines.training import TrainError
@@ -109,7 +110,8 @@ def save_checkpoint(out: Path, step: int, model, optimizer, meta: dict, keep: in
 
     The step folder is a complete Hugging Face model folder (weights, config, the tokenizer with the
     data's BOS policy) plus `state.pt`; `model/` holds the same files as hard links (no extra bytes)
-    for scripts that load `<step>/model`."""
+    for scripts that load `<step>/model`. `outputs.atomic_path` renames single files, so the folder is
+    renamed here (it is the same pattern: temporary name in the same folder, then `os.replace`)."""
     root = out / "checkpoints"
     final = root / f"step_{step:07d}"
     tmp = root / f".tmp-step_{step:07d}-{os.getpid()}"
@@ -123,9 +125,7 @@ def save_checkpoint(out: Path, step: int, model, optimizer, meta: dict, keep: in
     torch.save({"optimizer": optimizer.state_dict(), "step": step, "rng": _rng_state(), **meta}, tmp / "state.pt")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    latest_tmp = root / f".latest-{os.getpid()}"
-    latest_tmp.write_text(final.name + "\n")
-    os.replace(latest_tmp, root / "latest")
+    write_text(root / "latest", final.name + "\n")
     steps = sorted(p for p in root.glob("step_*") if p != final)
     for old in steps[:max(0, len(steps) - (keep - 1))]:
         shutil.rmtree(old)
