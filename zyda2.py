@@ -720,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.core.run import RunError
     from pipelines.release.publish import PublishError
     from pipelines.core.sources import SourceAccessError
-    from pipelines.release.stats import StatsError
+    from pipelines.release.stats_data import StatsError
     from pipelines.training import TrainError
     try:
         return args.func(args)
