@@ -716,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _received.clear()
     handlers = install_signal_handlers()
+    from jobs.submit import SubmitError
     from pipelines.core.report import AccountingError
     from pipelines.core.run import RunError
     from pipelines.release.publish import PublishError
@@ -729,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         print(interrupt_message(args, signum), file=sys.stderr, flush=True)
         return 128 + signum
     except (ConfigError, RunError, AccountingError, FileNotFoundError, SourceAccessError, TrainError,
-            PublishError, StatsError) as e:
+            PublishError, StatsError, SubmitError) as e:
         print(f"zyda2: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:  # an environment without the project's dependencies
