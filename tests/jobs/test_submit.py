@@ -14,6 +14,7 @@ import yaml
 
 import zyda2
 from jobs.submit import SubmitError, env_vars, job_args
+from pipelines.cli.common import load_run_config
 from pipelines.core.config import ConfigError, load_config
 from tests.conftest import REPO
 
@@ -34,7 +35,7 @@ def test_job_rebuilds_the_same_config_from_the_uploaded_copy(data_dir, tmp_path)
     shutil.copytree(REPO / "configs", copy / "configs")
     job = zyda2.build_parser().parse_args(args[1:])
     job.config = str(copy / job.config)
-    remote = zyda2._load(job)
+    remote = load_run_config(job)
     assert remote.ray.address == "auto"
     assert remote.hash() == cfg.hash()
     assert remote.output_dir == cfg.output_dir and remote.ingest.batch_docs == 512
