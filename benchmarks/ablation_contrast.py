@@ -43,7 +43,8 @@ def contrast_run(folder: Path) -> None:
 def main() -> None:
     import ray
 
-    from pipelines.evaluation.ablation import ablate, load_ablation_config
+    from pipelines.cli.ablate import ablate
+    from pipelines.evaluation.ablation import load_ablation_config
     from pipelines.core.config import load_config
     from pipelines.pipeline import run_pipeline
     from pipelines.training.train_config import load_train_config

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 from pipelines.core.config import Config, is_url
-from pipelines.core.run import RunError
 
 REPO = Path(__file__).resolve().parent.parent
 # never uploaded: environments, run folders, caches (the upload limit is a few hundred MB)
@@ -29,6 +28,10 @@ SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|CREDENTIAL|(^|_)KEY$", re.IGNOR
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
+class SubmitError(RuntimeError):
+    """The job cannot be submitted as asked; the message says what to do (`zyda2.py submit` exits 2)."""
+
+
 def job_args(cfg: Config, config_path: str | Path, overrides: list[str], flags: list[str] = ()) -> list[str]:
     """`zyda2.py run` arguments that rebuild `cfg` on the cluster: the config's path inside the
     repository, the user's overrides, then the local paths resolved here (absolute) and `ray.address=auto`;
@@ -36,7 +39,7 @@ def job_args(cfg: Config, config_path: str | Path, overrides: list[str], flags: 
     try:
         rel = Path(config_path).resolve().relative_to(REPO)
     except ValueError:
-        raise RunError(f"{config_path}: a submitted config must lie inside {REPO} (the job's working_dir); "
+        raise SubmitError(f"{config_path}: a submitted config must lie inside {REPO} (the job's working_dir); "
                        "copy it into configs/") from None
     args = ["zyda2.py", "run", rel.as_posix(), "--output", cfg.output_dir]
     if cfg.input_dir:
@@ -63,9 +66,9 @@ def env_vars(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise RunError(f"--env {pair!r}: expected NAME=VALUE")
+            raise SubmitError(f"--env {pair!r}: expected NAME=VALUE")
         if SECRET_NAME.search(name):
-            raise RunError(f"--env {name}: credentials are not passed through the job's runtime_env (the dashboard "
+            raise SubmitError(f"--env {name}: credentials are not passed through the job's runtime_env (the dashboard "
                            "shows it in plain text); give the cluster nodes their own (e.g. HF_TOKEN in the node "
                            "environment, or a Kubernetes Secret: ray.cluster.hf_token_secret)")
         env[name] = value
@@ -82,10 +85,10 @@ def _client(address: str):
     try:
         return JobSubmissionClient(address)
     except AuthenticationError:
-        raise RunError(f"the Ray cluster at {address} wants its auth token: export RAY_AUTH_MODE=token and "
+        raise SubmitError(f"the Ray cluster at {address} wants its auth token: export RAY_AUTH_MODE=token and "
                        "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH; default ~/.ray/auth_token)") from None
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise RunError(f"cannot reach the Ray job server at {address} ({str(e).splitlines()[0]}); give the "
+        raise SubmitError(f"cannot reach the Ray job server at {address} ({str(e).splitlines()[0]}); give the "
                        "head's dashboard address, e.g. http://HEAD:8265 (`ray start --head` opens it)") from None
 
 
@@ -102,7 +105,7 @@ def submit(cfg: Config, args: list[str], address: str, env: dict[str, str], pyth
             submission_id=f"{cfg.run_name}-{time.strftime('%Y%m%d-%H%M%S')}",
             metadata={"run_name": cfg.run_name, "config_hash": cfg.hash(), "output_dir": cfg.output_dir})
     except RuntimeError as e:  # the job server refused it (upload too large, duplicate id, ...)
-        raise RunError(f"the Ray job server at {address} refused the job: {str(e).splitlines()[0]}") from None
+        raise SubmitError(f"the Ray job server at {address} refused the job: {str(e).splitlines()[0]}") from None
     print(f"submitted {job_id} to {address}", file=out, flush=True)
     follow = f"ray job logs --address {address} --follow {job_id}"
     if not wait:

@@ -2,9 +2,11 @@
 
 From one partly trained checkpoint, anneal on each candidate dataset mixed with replay of the
 pretraining mix (same token budget, same LR shape), repeat over seeds, evaluate every result, and
-compare each candidate with the baseline. Each (candidate, seed) anneal-and-evaluate is one Ray
-task, so a cluster runs them side by side (one GPU each where there are GPUs); a finished one is
-skipped when the command is run again.
+compare each candidate with the baseline. This module holds the ablation's config, the anneal
+mixtures, the statistics and the outputs (table, CSV, chart, manifest); `zyda2.py ablate`
+(`pipelines/cli/ablate.py`) runs each (candidate, seed) anneal-and-evaluate as one Ray task, so a
+cluster runs them side by side (one GPU each where there are GPUs); a finished one is skipped when
+the command is run again.
 
 Statistics: per metric, mean and standard error over seeds; the difference to the baseline is
 tested per item, paired (the same question answered by both models): the per-item differences
@@ -25,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from pipelines.core.provenance import git_commit
 from pipelines.core.config import ConfigError, RayConfig, _build, read_config_data
-from pipelines.training.train_config import MixtureEntry, TrainError, _validate_mixture, load_train_config
+from pipelines.core.provenance import git_commit
+from pipelines.training import TrainError
+from pipelines.training.train_config import MixtureEntry, _validate_mixture, load_train_config
 
 
 
@@ -105,41 +107,6 @@ def anneal_mixture(cfg: AblationConfig, candidate: str) -> list[MixtureEntry]:
         rtotal = sum(e.weight for e in cfg.replay.mixture)
         mix += [dataclasses.replace(e, weight=cfg.replay.fraction * e.weight / rtotal) for e in cfg.replay.mixture]
     return mix
-
-
-def _run_one(cfg_dict: dict, candidate: str | None, seed: int, out: str) -> dict:
-    """One Ray task: anneal the base checkpoint on one candidate with one data seed, then evaluate."""
-    import torch
-
-    from pipelines.evaluation.harness import evaluate_checkpoint
-    from pipelines.training.trainer import train
-    cfg = _build(AblationConfig, cfg_dict, "")
-    threads = max(1, int(cfg.cpus_per_run))
-    torch.set_num_threads(threads)
-    out = Path(out)
-    if (out / "eval.json").is_file():
-        return json.loads((out / "eval.json").read_text())
-    device = "cuda" if cfg.gpus_per_run > 0 and torch.cuda.is_available() else "cpu"
-    tcfg = load_train_config(cfg.train_config, cfg.train_overrides)
-    if candidate is None:
-        checkpoint = Path(cfg.base_checkpoint)
-    else:
-        tcfg.output_dir = str(out / "anneal")
-        tcfg.anneal.mixture = anneal_mixture(cfg, candidate)
-        tcfg.data.seed = seed
-        tcfg.threads = threads
-        tcfg.device = device
-        summary = train(tcfg, "anneal", init_from=Path(cfg.base_checkpoint), resume=True, quiet=True)
-        checkpoint = Path(summary["checkpoint"])
-    result = evaluate_checkpoint(checkpoint, Path(cfg.eval.eval_dir), cfg.eval.tasks, Path(tcfg.data.val_run),
-                                 cfg.eval.batch_size, cfg.eval.limit, cfg.eval.bpb_sequences, tcfg.data.seq_len,
-                                 device, quiet=True)
-    result.update(candidate=candidate, seed=seed)
-    tmp = out / ".eval.json.tmp"
-    out.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(result) + "\n")
-    tmp.replace(out / "eval.json")
-    return result
 
 
 def paired_permutation_p(diffs: list[np.ndarray], permutations: int, seed: int = 0) -> float:
@@ -284,37 +251,14 @@ def _manifest(cfg: AblationConfig, results: dict) -> dict:
     }
 
 
-def ablate(cfg: AblationConfig, quiet: bool = False) -> dict:
-    """Run (or finish) every anneal and evaluation, then write the comparison table, chart and manifest."""
-    import ray
-
-    from pipelines.core.run import ray_session
+def write_comparison(cfg: AblationConfig, results: dict[str, list[dict]]) -> list[dict]:
+    """Compare finished runs (`results`: the evaluations by candidate, "(base)" for the base checkpoint)
+    and write comparison.csv, comparison.md, comparison.png and manifest.json; returns the rows."""
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ablation.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    cfg_dict = dataclasses.asdict(cfg)
-    jobs = [(None, None)] + [(c, s) for c in cfg.candidates for s in cfg.seeds]
-    with ray_session(cfg):
-        task = ray.remote(_run_one).options(num_cpus=cfg.cpus_per_run, num_gpus=cfg.gpus_per_run, max_retries=1)
-        refs = {}
-        for cand, seed in jobs:
-            folder = out / "base" if cand is None else out / "runs" / cand / f"seed_{seed}"
-            refs[task.remote(cfg_dict, cand, seed if seed is not None else 0, str(folder))] = (cand, seed)
-        results: dict[str, list[dict]] = {}
-        pending, done = list(refs), 0
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            cand, seed = refs[ready[0]]
-            r = ray.get(ready[0])
-            done += 1
-            if not quiet:
-                print(f"[ablate] {done}/{len(jobs)} {'base checkpoint' if cand is None else f'{cand} seed {seed}'}: "
-                      f"aggregate {r['aggregate']['score']:.4f}", file=sys.stderr, flush=True)
-            results.setdefault("(base)" if cand is None else cand, []).append(r)
-    ordered = {"(base)": results.pop("(base)")}
+    ordered = {"(base)": results["(base)"]}
     ordered.update({c: sorted(results[c], key=lambda r: r["seed"]) for c in cfg.candidates})
     rows = compare(ordered, cfg.baseline, cfg.permutations, cfg.alpha)
     write_table(rows, out, cfg.baseline)
     plot_comparison(rows, out / "comparison.png", f"Annealing ablation ({len(cfg.seeds)} seeds)")
     (out / "manifest.json").write_text(json.dumps(_manifest(cfg, ordered), indent=2, default=str) + "\n")
-    return {"rows": rows, "output_dir": str(out)}
+    return rows

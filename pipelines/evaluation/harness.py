@@ -13,6 +13,9 @@ Definitions follow lm-evaluation-harness, so scores are comparable with publishe
 - `schema` items (WinoGrande): the choices are alternative contexts for one shared continuation;
   only `acc` is defined, as in lm-eval;
 - standard errors are the sample standard error of the per-item mean (ddof=1).
+
+The scoring of one request (`encode_pair`, `loglikelihoods`) is in `pipelines.evaluation.scoring`,
+which the lm-eval adapter calls too.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipelines.evaluation.scoring import loglikelihoods
 from pipelines.tokens.hf_tokenizer import checkpoint_add_bos
-from pipelines.tokens.indexed import IndexedDataset
-from pipelines.tokens.tokenizer import BOS, EOS, _processor, encode
+from pipelines.tokens.indexed_dataset import IndexedDataset
+from pipelines.tokens.tokenizer import _processor
 
 DEFAULT_TASKS = ("arc_easy", "arc_challenge", "piqa", "winogrande", "openbookqa", "hellaswag")
 
@@ -67,59 +71,6 @@ def load_task(path: Path, limit: int | None = None) -> list[Item]:
         if limit and len(items) == limit:
             break
     return items
-
-
-def encode_pair(context: str, continuation: str, add_bos: bool = False) -> tuple[list[int], list[int]]:
-    """(context ids, continuation ids) as lm-eval's `hf` model makes them: trailing whitespace of the
-    context moves to the continuation, the whole string is encoded once and the continuation is what
-    follows the context's own encoding. `add_bos`: the checkpoint's tokenizer policy (as trained)."""
-    if not context:  # lm-eval: the prefix token (BOS) stands for an empty context
-        return [BOS], encode([continuation], append_eos=False)[0]
-    spaces = len(context) - len(context.rstrip())
-    if spaces:
-        context, continuation = context[:-spaces], context[-spaces:] + continuation
-    whole, ctx = encode([context + continuation, context], append_eos=False)
-    head = [BOS] if add_bos else []
-    return head + ctx, whole[len(ctx):]
-
-
-@torch.no_grad()
-def loglikelihoods(model, pairs: list[tuple[str, str]], batch_size: int = 16, max_len: int | None = None,
-                   progress: str | None = None, add_bos: bool = False) -> list[tuple[float, bool]]:
-    """(sum log P(continuation | context) in nats, whether it is the greedy continuation) for each pair.
-
-    Longest first, so each batch pads little and memory peaks at the start; contexts are cut from
-    the left to fit `max_len` (the model's position limit by default). `add_bos`: see `encode_pair`."""
-    device = next(model.parameters()).device
-    max_len = max_len or model.config.max_position_embeddings
-    encoded = []
-    for ctx, cont in pairs:
-        c, t = encode_pair(ctx, cont, add_bos)
-        seq = (c + t)[-(max_len + 1):]
-        encoded.append((seq, len(t)))
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
-    out: list[tuple[float, bool]] = [(0.0, False)] * len(encoded)
-    model.eval()
-    for b, start in enumerate(range(0, len(order), batch_size)):
-        idx = order[start:start + batch_size]
-        width = len(encoded[idx[0]][0]) - 1
-        inputs = torch.full((len(idx), width), EOS, dtype=torch.long)
-        for row, i in enumerate(idx):
-            seq = encoded[i][0][:-1]
-            inputs[row, :len(seq)] = torch.tensor(seq)
-        logprobs = torch.log_softmax(model(input_ids=inputs.to(device), use_cache=False).logits.float(), -1).cpu()
-        for row, i in enumerate(idx):
-            seq, n_cont = encoded[i]
-            end = len(seq) - 1
-            lp = logprobs[row, end - n_cont:end]
-            target = torch.tensor(seq[-n_cont:])
-            out[i] = (float(lp.gather(1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all()))
-        if progress and sys.stderr.isatty():
-            print(f"\r[eval] {progress}: {min(start + batch_size, len(order))}/{len(order)} requests",
-                  end="", file=sys.stderr, flush=True)
-    if progress and sys.stderr.isatty():
-        print(file=sys.stderr)
-    return out
 
 
 def _stderr(x: np.ndarray) -> float:
@@ -217,19 +168,18 @@ def task_files(eval_dir: Path, names: list[str]) -> dict[str, Path]:
 
 def evaluate_checkpoint(checkpoint: Path, eval_dir: Path | None, tasks: list[str], run_dir: Path | None = None,
                         batch_size: int = 16, limit: int | None = None, bpb_sequences: int = 64,
-                        seq_len: int = 256, device: str = "cpu", quiet: bool = False) -> dict:
-    """Everything `zyda2.py eval` reports for one checkpoint, as one JSON-able dict."""
-    from pipelines.training.trainer import load_model
-    model = load_model(checkpoint, device)
+                        seq_len: int = 256, device: str = "cpu", quiet: bool = False, model=None) -> dict:
+    """One checkpoint's scores on local tasks (`<eval_dir>/<task>.jsonl`) and, with `run_dir`, bits
+    per byte on that run's validation shards, as one JSON-able dict. `model`: the checkpoint already
+    loaded (on `device`). Tasks of lm-evaluation-harness itself go through `lm_eval_adapter.run_lm_eval`
+    (`zyda2.py eval` adds them to this dict and recomputes the aggregate)."""
+    if model is None:
+        from pipelines.training.model import load_model
+        model = load_model(checkpoint, device)
     result = {"checkpoint": str(checkpoint), "tasks": {}, "bpb": {}}
-    local = [t for t in tasks if eval_dir and (Path(eval_dir) / f"{t}.jsonl").is_file()]
-    others = [t for t in tasks if t not in local]
-    if local:
-        result["tasks"].update(evaluate_tasks(model, task_files(eval_dir, local), batch_size, limit, quiet,
+    if tasks:
+        result["tasks"].update(evaluate_tasks(model, task_files(eval_dir, tasks), batch_size, limit, quiet,
                                               checkpoint_add_bos(checkpoint)))
-    if others:
-        from pipelines.evaluation.lm_eval_adapter import run_lm_eval
-        result["tasks"].update(run_lm_eval(checkpoint, others, batch_size=batch_size, limit=limit, model=model))
     result["aggregate"] = aggregate(result["tasks"])
     if run_dir is not None:
         from pipelines.training.token_stream import validation_shards

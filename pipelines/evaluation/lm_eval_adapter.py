@@ -3,7 +3,7 @@
 A checkpoint folder is a complete Hugging Face model with an exact SentencePiece tokenizer, so
 lm-eval's own `hf` model runs on it as it is (`lm_eval --model hf --model_args pretrained=CKPT`;
 checked against `zyda2.py eval` in tests/clients). This adapter answers lm-eval's requests with the
-project's batched scorer (`pipelines.evaluation.harness.loglikelihoods`, the same tokenization), which
+project's batched scorer (`pipelines.evaluation.scoring.loglikelihoods`, the same tokenization), which
 lets `zyda2.py eval` hand non-local tasks to lm-eval with the model it already loaded.
 
   python -m pipelines.evaluation.lm_eval_adapter --model_args pretrained=runs/x/checkpoints/step_0000300 --tasks arc_easy
@@ -21,7 +21,7 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from pipelines.evaluation.harness import loglikelihoods
+from pipelines.evaluation.scoring import loglikelihoods
 from pipelines.tokens.hf_tokenizer import checkpoint_add_bos
 from pipelines.tokens.tokenizer import BOS, EOS, decode, encode
 
@@ -31,7 +31,7 @@ class Zyda2LM(LM):
     def __init__(self, pretrained: str | None = None, batch_size: int | str = 16, device: str = "cpu",
                  max_length: int | None = None, model=None, **_):
         super().__init__()
-        from pipelines.training.trainer import load_model
+        from pipelines.training.model import load_model
         self.model = model if model is not None else load_model(pretrained, device)
         self.add_bos = checkpoint_add_bos(Path(pretrained)) if pretrained else False
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16

@@ -6,6 +6,8 @@ bad content: a malformed line, invalid UTF-8, a truncated stream or a missing co
 `Bad` events, so the ingest stage can quarantine them and account for every record. They do raise
 `CountMismatch` when their own count disagrees with one taken independently of the parser (a reader
 bug must fail the run, not lose records), and `RemoteReadError` when the network fails for good.
+Decompression (gzip members, zstd frames, and the byte and newline counts checked here) is in
+`pipelines.ingest.decompress`.
 
 Why our own line loop instead of datatrove's `JsonlReader`: datatrove skips malformed lines with a
 log warning (a silent drop for our accounting) and stops at a truncated stream without saying
@@ -40,14 +42,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from pipelines.ingest.remote import RemoteReadError, open_input
 from pipelines.core.report import AccountingError
+from pipelines.ingest.decompress import NotCompressed, StreamStats, TrailingBytes, TruncatedStream, decompressed_chunks
+from pipelines.ingest.remote import RemoteReadError, open_input
 
 READ_BUFFER = 1 << 20  # bytes read from the (possibly remote) file per request; independent of batch size
 
 BOM = b"\xef\xbb\xbf"
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
@@ -79,108 +80,8 @@ class ArrowBatch:
     n_bytes: int
 
 
-class TruncatedStream(EOFError):
-    """The compressed stream ended before its end-of-stream marker."""
-
-
-class NotCompressed(ValueError):
-    """The file does not start with the magic number of its format."""
-
-
-class TrailingBytes(ValueError):
-    """Bytes after the last complete gzip member / zstd frame that do not start another one."""
-
-
 class CountMismatch(AccountingError):
     """A reader's record count disagrees with the count the format gives independently: a reader bug."""
-
-
-@dataclass
-class StreamStats:
-    """Figures taken apart from the line parser: compressed bytes read and consumed, newlines seen."""
-    size: int | None = None    # on-disk size when the file system gives it
-    read: int = 0              # compressed bytes read from the file
-    consumed: int = 0          # compressed bytes accepted by the decoder (complete members + current one)
-    newlines: int = 0          # b"\n" in the decompressed stream
-    last_byte: bytes = b""     # last decompressed byte (an unterminated last line is a record too)
-    members: int = 0           # complete gzip members / zstd frames
-    padding: int = 0           # zero bytes between or after gzip members (allowed, as gzip(1) does)
-
-
-def _member_start(fmt: str, head: bytes) -> bool:
-    if fmt == "jsonl.gz":
-        return head[:2] == GZIP_MAGIC
-    # a zstd frame, or a skippable frame (magic 0x184D2A5?, little-endian)
-    return head[:4] == ZSTD_MAGIC or (head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50)
-
-
-def _decompressed_chunks(raw, fmt: str, st: StreamStats, read_buffer: int = READ_BUFFER) -> Iterator[bytes]:
-    """Decompressed bytes in chunks, yielding everything that decoded before a truncation or
-    corruption is raised (a buffered line reader would lose the complete lines just before it).
-
-    Multi-member gzip and multi-frame zstd decode the same whatever `read_buffer` is: a new decoder
-    starts wherever the previous member ended, also exactly at a read boundary."""
-    def count(out: bytes) -> bytes:
-        if out:
-            st.newlines += out.count(b"\n")
-            st.last_byte = out[-1:]
-        return out
-
-    if fmt == "jsonl":
-        while chunk := raw.read(read_buffer):
-            st.read += len(chunk)
-            st.consumed += len(chunk)
-            yield count(chunk)
-        if not st.read:
-            raise TruncatedStream("the file has 0 bytes")
-        return
-    new = (lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)) if fmt == "jsonl.gz" \
-        else (lambda: zstandard.ZstdDecompressor().decompressobj())
-    need = 2 if fmt == "jsonl.gz" else 4
-    d, pending = None, b""
-    while True:
-        chunk = raw.read(read_buffer)
-        st.read += len(chunk)
-        data, pending = pending + chunk, b""
-        while data:
-            if d is None or d.eof:  # at a member boundary
-                if d is not None:
-                    st.members += 1
-                    d = None
-                if fmt == "jsonl.gz" and st.members:
-                    stripped = data.lstrip(b"\0")
-                    st.padding += len(data) - len(stripped)
-                    st.consumed += len(data) - len(stripped)
-                    data = stripped
-                    if not data:
-                        break
-                if len(data) < need and chunk:
-                    pending = data  # a magic number split by the read boundary
-                    break
-                if not _member_start(fmt, data):
-                    kind = "gzip member" if fmt == "jsonl.gz" else "zstd frame"
-                    if len(data) < need and (GZIP_MAGIC if fmt == "jsonl.gz" else ZSTD_MAGIC).startswith(data):
-                        raise TruncatedStream(f"the file ends inside the header of a {kind}")
-                    if not st.members:
-                        raise NotCompressed(f"not a {kind}: the file starts with bytes {data[:4].hex()}")
-                    rest = len(data) + sum(len(c) for c in iter(lambda: raw.read(read_buffer), b""))
-                    st.read += rest - len(data)
-                    raise TrailingBytes(f"trailing bytes after the last member: {rest} bytes that do not start "
-                                        f"a {kind}")
-                d = new()
-            before = len(data)
-            out = d.decompress(data)
-            data = d.unused_data if d.eof else b""
-            st.consumed += before - len(data)
-            yield count(out)
-        if not chunk:
-            break
-    if d is None and st.members == 0:
-        raise TruncatedStream("the file has 0 bytes")
-    if d is not None and not d.eof:
-        raise TruncatedStream("compressed stream ended before its end-of-stream marker")
-    if d is not None:
-        st.members += 1
 
 
 def _lines(chunks: Iterator[bytes], partial: list[bytes] | None = None) -> Iterator[bytes]:
@@ -268,7 +169,7 @@ def read_json_lines(url: str, fmt: str, max_records: int | None = None, read_buf
     try:
         with (opener or open_input)(url) as raw:
             st.size = getattr(raw, "size", None)
-            for line in _lines(_decompressed_chunks(raw, fmt, st, read_buffer or READ_BUFFER), partial):
+            for line in _lines(decompressed_chunks(raw, fmt, st, read_buffer or READ_BUFFER), partial):
                 if max_records is not None and row >= max_records:
                     return
                 n = len(line) + 1

@@ -18,7 +18,6 @@ passed to the client only and never printed, logged or written.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +27,11 @@ from huggingface_hub import DatasetCard, DatasetCardData, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
 
-from pipelines.core.outputs import read_json
+from pipelines.core.outputs import atomic_path, read_json
 from pipelines.core.schema import QUALITY_SCHEMA
-from pipelines.tokens.shards import COMPONENTS
+from pipelines.core.sources import COMPONENTS
 
 LICENSE = "odc-by"  # Zyda-2's license; every component's source is ODC-By (DCLM: CC-BY-4.0) under Common Crawl terms
-STAGE_ORDER = ("ingest", "heuristic_filter", "dedup", "quality_filter", "tokenize", "shards")
 
 
 class PublishError(RuntimeError):
@@ -127,7 +125,7 @@ def build_card(run_dir: Path, repo_id: str) -> str:
                   comps.get(c, {}).get("train_tokens", 0), comps.get(c, {}).get("val_tokens", 0),
                   comps.get(c, {}).get("anneal_tokens", 0), weights.get(source_of[c], 0.0), pre.get(c, 0.0)]
                  for c in present]
-    stages = [s for s in STAGE_ORDER if s in report["stages"]]
+    stages = report["stages"]  # in the pipeline's order
     sources = report["sources"]
     flow_rows = [[s, r["read"], *[r["stages"].get(st, {}).get("out", "-") for st in stages], r["quarantined"],
                   r["kept"]] for s, r in sources.items()]
@@ -218,15 +216,13 @@ def write_card(run_dir: Path, repo_id: str) -> Path:
     """Write `<run>/publish/README.md` (atomically) and return the publish folder."""
     check_repo_id(repo_id)
     folder = publish_folder(run_dir)
-    path = folder / "README.md"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     card = build_card(Path(run_dir), repo_id)
     token = get_token()
     if token and token in card:  # e.g. a config value expanded from the environment
         raise PublishError("the dataset card would contain your Hugging Face token (it is in the run's config); "
                            "remove it from the config and re-run the pipeline")
-    tmp.write_text(card, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(folder / "README.md") as tmp:
+        tmp.write_text(card, encoding="utf-8")
     return folder
 
 

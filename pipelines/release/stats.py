@@ -15,32 +15,17 @@ same run: PNGs carry no software/time metadata and every figure is drawn in a fi
 from __future__ import annotations
 
 import base64
-import io
 import json
-import math
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-DOC_STAGES = ("ingest", "heuristic_filter", "dedup", "quality_filter")  # stages that write documents
-SCORE_COLUMNS = {"quality_prob": "classifier P(High)", "int_score": "FineWeb-Edu int_score",
-                 "dclm_fasttext_prob": "DCLM fastText probability"}
-NEMO_ID_DIGITS = 15  # a nemo_id ends in its 10-digit row and 5-digit partition (pipelines/sources.make_id)
-STYLE = {"figure.dpi": 100, "savefig.dpi": 100, "font.size": 9, "axes.spines.top": False,
-         "axes.spines.right": False, "svg.hashsalt": "zyda2", "path.simplify": False}
-
-
-class StatsError(RuntimeError):
-    """The folder cannot be reported on (not a finished run); the message says why."""
+from pipelines.core.outputs import atomic_path
+from pipelines.release.stats_data import (SCORE_COLUMNS, StatsError, dedup_overlap, parquet_files, quality_scores,
+                                          read_run_json, throughput_rows)
+from pipelines.release.stats_plots import (STYLE, plot_cluster_sizes, plot_flow, plot_mixtures, plot_overlap,
+                                           plot_removals, plot_scores, plot_throughput, plot_tokens, png_bytes)
 
 
 @dataclass
@@ -53,334 +38,6 @@ class Plot:
     @property
     def data_uri(self) -> str:
         return "data:image/png;base64," + base64.b64encode(self.png).decode()
-
-
-@dataclass
-class Overlap:
-    """Cluster membership aggregated from dedup/decisions."""
-    sources: list[str]
-    clusters: int = 0
-    documents: int = 0
-    sizes: dict[int, int] = field(default_factory=dict)        # cluster size -> clusters
-    combos: dict[int, int] = field(default_factory=dict)       # bit mask of sources -> clusters
-    removed_for: np.ndarray | None = None                      # [removed source, kept source] -> docs
-    passes: int = 1
-
-    def shared(self) -> np.ndarray:
-        """[a, b] = clusters holding documents of both a and b (diagonal: clusters holding a)."""
-        n = len(self.sources)
-        m = np.zeros((n, n), np.int64)
-        for mask, count in self.combos.items():
-            present = [i for i in range(n) if mask >> i & 1]
-            for a in present:
-                for b in present:
-                    m[a, b] += count
-        return m
-
-
-def _read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise StatsError(f"{path.parent} has no {path.name}: {what}") from None
-    except json.JSONDecodeError as e:
-        raise StatsError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); rerun the pipeline") from None
-
-
-def _parquet_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-
-
-# ---- dedup: cluster sizes, source overlap, who was removed in favour of whom
-
-def _cluster_slice(ids: pa.ChunkedArray, passes: int) -> np.ndarray:
-    """Which pass a cluster id belongs to: its trailing row+partition digits modulo `passes`."""
-    digits = pc.cast(pc.utf8_slice_codeunits(ids, -NEMO_ID_DIGITS), pa.int64())
-    return digits.to_numpy() % passes
-
-
-def dedup_overlap(run: Path, sources: list[str], rows_per_pass: int = 5_000_000) -> Overlap:
-    """Aggregate dedup/decisions (one row per document in a cluster of 2+) per cluster, in as many
-    passes over slices of cluster ids as keep at most `rows_per_pass` rows in memory."""
-    files = _parquet_files(run / "dedup" / "decisions")
-    total = sum(pq.read_metadata(f).num_rows for f in files)
-    out = Overlap(sources=sources, removed_for=np.zeros((len(sources), len(sources)), np.int64),
-                  passes=max(1, math.ceil(total / rows_per_pass)))
-    index = {s: i for i, s in enumerate(sources)}
-    for k in range(out.passes):
-        parts = []
-        for f in files:
-            t = pq.read_table(f, columns=["cluster_id", "source", "keep"])
-            if out.passes > 1:
-                t = t.filter(pa.array(_cluster_slice(t.column("cluster_id"), out.passes) == k))
-            parts.append(t)
-        if not parts or not sum(p.num_rows for p in parts):
-            continue
-        t = pa.concat_tables(parts)
-        # integer codes, then one sort: far faster than Arrow's group_by on string keys
-        cluster = pc.dictionary_encode(t.column("cluster_id").combine_chunks()).indices.to_numpy().astype(np.int64)
-        codes = pc.dictionary_encode(t.column("source").combine_chunks())
-        unknown = set(codes.dictionary.to_pylist()) - set(index)
-        if unknown:
-            raise StatsError(f"dedup/decisions name sources {sorted(unknown)} that report.json does not have")
-        lut = np.array([index[s] for s in codes.dictionary.to_pylist()], np.int64)
-        keys = (cluster * len(sources) + lut[codes.indices.to_numpy()]) * 2 + \
-            t.column("keep").to_numpy().astype(np.int64)
-        keys, count = np.unique(keys, return_counts=True)  # one row per (cluster, source, keep)
-        keep, src, cluster = keys % 2 == 1, keys // 2 % len(sources), keys // (2 * len(sources))
-        n = int(cluster.max()) + 1
-        sizes = np.bincount(cluster, weights=count, minlength=n).astype(np.int64)
-        masks = np.zeros(n, np.int64)
-        np.bitwise_or.at(masks, cluster, 1 << src)
-        kept_source = np.full(n, -1, np.int64)
-        kept_source[cluster[keep]] = src[keep]
-        gone = ~keep & (kept_source[cluster] >= 0)
-        np.add.at(out.removed_for, (src[gone], kept_source[cluster[gone]]), count[gone])
-        out.clusters += n
-        out.documents += int(count.sum())
-        for values, target in ((sizes, out.sizes), (masks, out.combos)):
-            for v, c in zip(*np.unique(values, return_counts=True)):
-                target[int(v)] = target.get(int(v), 0) + int(c)
-    out.sizes, out.combos = dict(sorted(out.sizes.items())), dict(sorted(out.combos.items()))
-    return out
-
-
-# ---- quality scores: the column that decided each source, before and after the quality stage
-
-def _docs_folder(run: Path, source: str, upto: str) -> Path | None:
-    """The folder holding `source`'s documents as stage `upto` left them (a stage that does not
-    touch a source does not copy it)."""
-    found = None
-    for stage in DOC_STAGES[: DOC_STAGES.index(upto) + 1]:
-        if _parquet_files(run / stage / source):
-            found = run / stage / source
-    return found
-
-
-def sample_column(folder: Path, column: str, sample_docs: int) -> tuple[np.ndarray, int, int]:
-    """(non-null values of `column` in every k-th file, documents read, documents in the folder);
-    k is the smallest stride that reads at most about `sample_docs` documents."""
-    files = _parquet_files(folder)
-    if not files or column not in pq.read_schema(files[0]).names:
-        return np.zeros(0), 0, 0
-    rows = [pq.read_metadata(f).num_rows for f in files]
-    stride = max(1, math.ceil(sum(rows) / sample_docs))
-    picked = files[::stride]
-    values = [pq.read_table(f, columns=[column]).column(column) for f in picked]
-    col = pa.chunked_array([c for v in values for c in v.chunks], values[0].type)
-    read = len(col)
-    col = pc.drop_null(col)
-    return col.to_numpy().astype(float), read, sum(rows)
-
-
-@dataclass
-class Scores:
-    source: str
-    column: str
-    before: np.ndarray   # documents entering the quality stage (empty if the column is made there)
-    after: np.ndarray    # documents the run kept
-    read: int
-    total: int
-
-
-def quality_scores(run: Path, sources: list[str], sample_docs: int) -> list[Scores]:
-    out = []
-    for source in sources:
-        final = _docs_folder(run, source, "quality_filter")
-        before = _docs_folder(run, source, "dedup")
-        for column in SCORE_COLUMNS:
-            after, read, total = sample_column(final, column, sample_docs) if final else (np.zeros(0), 0, 0)
-            if len(after):
-                prior = sample_column(before, column, sample_docs)[0] if before and before != final else np.zeros(0)
-                out.append(Scores(source, column, prior, after, read, total))
-                break
-    return out
-
-
-# ---- plots
-
-def _figure(width: float, height: float) -> Figure:
-    from matplotlib.figure import Figure  # imported here: 0.2 s that only this command should pay
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
-
-
-def _colors(names: list[str]) -> dict[str, tuple]:
-    from matplotlib import colormaps
-    cmap = colormaps["tab10"]
-    return {n: cmap(i % 10) for i, n in enumerate(names)}
-
-
-def plot_flow(report: dict) -> Figure:
-    stages, sources = report["stages"], list(report["sources"])
-    colors = _colors(sources)
-    fig = _figure(10, 3.6)
-    for ax, key, label in zip(fig.subplots(1, 2), ("out", "chars_out"), ("documents", "characters (millions)")):
-        bottom = np.zeros(len(stages))
-        for s in sources:
-            st = report["sources"][s]["stages"]
-            vals = np.array([st.get(x, {}).get(key, 0) for x in stages], float) / (1e6 if key == "chars_out" else 1)
-            ax.bar(stages, vals, bottom=bottom, label=s, color=colors[s])
-            bottom += vals
-        ax.set_ylabel(f"{label} after the stage")
-        ax.tick_params(axis="x", rotation=25)
-    fig.legend(*fig.axes[0].get_legend_handles_labels(), fontsize=8, frameon=False, loc="outside right upper")
-    return fig
-
-
-def plot_removals(report: dict) -> Figure:
-    sources = list(report["sources"])
-    reasons = sorted({r for s in sources for r in report["sources"][s]["removed"]} |
-                     ({"quarantined"} if report["totals"]["quarantined"] else set()))
-    colors = _colors(reasons)
-    fig = _figure(10, 0.6 + 0.45 * len(sources) + 0.2 * len(reasons))
-    ax = fig.subplots()
-    left = np.zeros(len(sources))
-    for r in reasons:
-        vals = np.array([report["sources"][s]["quarantined"] if r == "quarantined"
-                         else report["sources"][s]["removed"].get(r, 0) for s in sources], float)
-        ax.barh(sources, vals, left=left, label=r, color=colors[r])
-        left += vals
-    ax.set_xlabel("documents removed")
-    ax.invert_yaxis()
-    if reasons:
-        ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncols=3)
-    return fig
-
-
-def plot_tokens(components: dict) -> Figure:
-    names = list(components)
-    fig = _figure(10, 0.8 + 0.45 * len(names))
-    ax = fig.subplots()
-    left = np.zeros(len(names))
-    for key, color in (("train_tokens", "#4c72b0"), ("val_tokens", "#dd8452"), ("anneal_tokens", "#55a868")):
-        vals = np.array([components[c][key] for c in names], float) / 1e6
-        ax.barh(names, vals, left=left, label=key.replace("_tokens", ""), color=color)
-        left += vals
-    ax.set_xlabel("tokens (millions); anneal documents are also counted in train")
-    ax.invert_yaxis()
-    ax.legend(fontsize=8, frameon=False)
-    return fig
-
-
-def plot_cluster_sizes(sizes: dict[int, int]) -> Figure:
-    fig = _figure(5, 3.4)
-    ax = fig.subplots()
-    if len(sizes) <= 30:
-        ax.bar(range(len(sizes)), list(sizes.values()), color="#4c72b0", tick_label=[str(k) for k in sizes])
-        ax.set_xlabel("cluster size (documents)")
-    else:
-        edges = np.unique(np.geomspace(2, max(sizes) + 1, 25).astype(int))
-        ax.hist(list(sizes), bins=edges, weights=list(sizes.values()), color="#4c72b0")
-        ax.set_xscale("log")
-        ax.set_xlabel("cluster size (documents, log bins)")
-    ax.set_yscale("log")
-    ax.set_ylabel("clusters")
-    return fig
-
-
-def _heatmap(ax, m: np.ndarray, labels: list[str], title: str) -> None:
-    ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=30)
-    ax.set_yticks(range(len(labels)), labels)
-    top = m.max() or 1
-    for (a, b), v in np.ndenumerate(m):
-        ax.text(b, a, f"{v:,}", ha="center", va="center", fontsize=8, color="white" if v > top / 2 else "black")
-    ax.set_title(title, fontsize=9)
-    ax.spines[:].set_visible(False)
-
-
-def plot_overlap(overlap: Overlap) -> Figure:
-    fig = _figure(10, 4.2)
-    a, b = fig.subplots(1, 2)
-    _heatmap(a, overlap.shared(), overlap.sources, "clusters holding both sources")
-    _heatmap(b, overlap.removed_for, overlap.sources, "documents of the row's source removed,\n"
-             "kept in the column's source")
-    return fig
-
-
-def plot_scores(scores: list[Scores]) -> Figure:
-    fig = _figure(10, 3.2 * math.ceil(len(scores) / 2))
-    axes = fig.subplots(math.ceil(len(scores) / 2), 2, squeeze=False).ravel()
-    for ax, s in zip(axes, scores):
-        if s.column == "int_score":
-            values = np.arange(int(min(s.after.min(), s.before.min(initial=9))), int(s.after.max()) + 1)
-            width = 0.4 if len(s.before) else 0.8
-            if len(s.before):
-                ax.bar(values - width / 2, [(s.before == v).sum() for v in values], width, label="before", color="#aaa")
-            ax.bar(values + (width / 2 if len(s.before) else 0), [(s.after == v).sum() for v in values], width,
-                   label="kept", color="#4c72b0")
-            ax.set_xticks(values)
-        else:
-            bins = np.linspace(0, 1, 21)
-            if len(s.before):
-                ax.hist(s.before, bins=bins, label="before", color="#aaa")
-            ax.hist(s.after, bins=bins, label="kept", color="#4c72b0")
-        ax.set_title(f"{s.source}: {SCORE_COLUMNS[s.column]}", fontsize=9)
-        ax.set_ylabel("documents")
-        ax.legend(fontsize=8, frameon=False)
-    for ax in axes[len(scores):]:
-        ax.set_visible(False)
-    return fig
-
-
-def plot_mixtures(blends: dict[str, list[dict]]) -> Figure:
-    comps = sorted({b["component"] for blend in blends.values() for b in blend})
-    colors = _colors(comps)
-    fig = _figure(10, 1.2 + 0.5 * len(blends))
-    ax = fig.subplots()
-    for name, blend in blends.items():
-        left = 0.0
-        for comp in comps:
-            for role, hatch in (("anneal", ""), ("replay", "//")):
-                w = sum(b["weight"] for b in blend if b["component"] == comp and
-                        (b.get("role", "anneal") == role))
-                if w:
-                    ax.barh(name, w, left=left, color=colors[comp], hatch=hatch, edgecolor="white", label=comp)
-                    left += w
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=8, frameon=False, loc="upper center",
-              bbox_to_anchor=(0.5, -0.3), ncols=4)
-    ax.set_xlabel("sampling weight (hatched: replay of the pretraining mix)")
-    ax.set_xlim(0, 1)
-    ax.invert_yaxis()
-    return fig
-
-
-def plot_throughput(rows: list[dict]) -> Figure:
-    fig = _figure(10, 0.8 + 0.4 * len(rows))
-    ax = fig.subplots()
-    names = [r["stage"] for r in rows]
-    ax.barh(names, [r["seconds"] for r in rows], color="#4c72b0")
-    for i, r in enumerate(rows):
-        if r["docs_per_s"]:
-            ax.text(r["seconds"], i, f"  {r['docs_per_s']:,.0f} docs/s", va="center", fontsize=8)
-    ax.set_xlabel("wall seconds")
-    ax.invert_yaxis()
-    return fig
-
-
-# ---- tables
-
-def throughput_rows(report: dict, manifest: dict) -> list[dict]:
-    """Seconds per stage (manifest) and the documents it processed (sources it left untouched excluded)."""
-    rows = []
-    for stage, info in manifest.get("stages", {}).items():
-        docs = sum(r["stages"][stage]["in"] for r in report["sources"].values()
-                   if stage in r["stages"] and not r["stages"][stage].get("untouched"))
-        tokens = sum(r["stages"][stage].get("tokens", 0) for r in report["sources"].values() if stage in r["stages"])
-        sec = info["seconds"]
-        rows.append({"stage": stage, "seconds": sec, "docs": docs,
-                     "docs_per_s": docs / sec if sec and docs else None,
-                     "tokens_per_s": tokens / sec if sec and tokens else None})
-    order = {s: i for i, s in enumerate(report["stages"])}
-    return sorted(rows, key=lambda r: order.get(r["stage"], len(order)))
 
 
 def _fmt(v) -> str:
@@ -504,24 +161,24 @@ def write_stats(run_dir: Path, out_dir: Path | None = None, sample_docs: int = 2
         raise StatsError(f"--sample-docs and --rows-per-pass must be at least 1 (got {sample_docs}, {rows_per_pass})")
     if not run.is_dir():
         raise StatsError(f"{run} is not a folder")
-    report = _read_json(run / "report.json", "not a finished zyda2 run (finish it with `zyda2.py run ... --resume`)")
-    manifest = _read_json(run / "manifest.json", "not a zyda2 run folder")
+    report = read_run_json(run / "report.json", "not a finished zyda2 run (finish it with `zyda2.py run ... --resume`)")
+    manifest = read_run_json(run / "manifest.json", "not a zyda2 run folder")
     if not report.get("totals", {}).get("kept"):
         t = report.get("totals", {})
         raise StatsError(f"{run} kept no document (read {t.get('read', 0):,}, removed {t.get('removed', 0):,}, "
                          f"quarantined {t.get('quarantined', 0):,}; reasons in {run}/report.json and "
                          f"{run}/quarantine/): nothing to plot")
     summary_path = run / "dedup" / "summary.json"
-    summary = _read_json(summary_path, "")["summary"] if summary_path.exists() else None
+    summary = read_run_json(summary_path, "")["summary"] if summary_path.exists() else None
     cfg = manifest.get("config", {})
     sources = list(report["sources"])
     details = report.get("details", {})
     components = details.get("shards", {}).get("components", {})
     mixtures = details.get("shards", {}).get("mixtures", {})
-    blends = {name: _read_json(run / "shards" / "blends" / f"{name}.json", "")["shards"]
+    blends = {name: read_run_json(run / "shards" / "blends" / f"{name}.json", "")["shards"]
               for name in mixtures if (run / "shards" / "blends" / f"{name}.json").exists()}
 
-    overlap = dedup_overlap(run, sources, rows_per_pass) if _parquet_files(run / "dedup" / "decisions") else None
+    overlap = dedup_overlap(run, sources, rows_per_pass) if parquet_files(run / "dedup" / "decisions") else None
     scores = quality_scores(run, sources, sample_docs)
     throughput = throughput_rows(report, manifest)
 
@@ -529,7 +186,7 @@ def write_stats(run_dir: Path, out_dir: Path | None = None, sample_docs: int = 2
     plots: dict[str, Plot] = {}
     with rc_context(STYLE):
         def add(name, title, caption, fig):
-            plots[name] = Plot(name, title, caption, _png(fig))
+            plots[name] = Plot(name, title, caption, png_bytes(fig))
         add("flow", "documents and characters per stage", "Documents and characters after each stage, stacked by "
             "source (report.json).", plot_flow(report))
         add("removals", "documents removed", "Documents removed per source, by stage and reason.", plot_removals(report))
@@ -576,6 +233,5 @@ def write_stats(run_dir: Path, out_dir: Path | None = None, sample_docs: int = 2
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

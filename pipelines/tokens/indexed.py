@@ -1,79 +1,33 @@
-"""Megatron-LM / GPT-NeoX indexed token datasets: `<prefix>.bin` + `<prefix>.idx`.
-
-Format (Megatron `MMapIndexedDataset`, index version 1), little endian:
-  .idx  magic b"MMIDIDX\\x00\\x00" | u64 version = 1 | u8 dtype code (8 = uint16, 4 = int32)
-        | u64 sequence count S | u64 document count D+1
-        | i32[S] sequence lengths | i64[S] byte offsets into .bin | i64[D+1] document index
-  .bin  every sequence's tokens back to back
-One sequence per document here, so the document index is 0..S. `IndexedDataset` memory-maps both.
-"""
+"""Write one Megatron indexed shard (`<prefix>.bin` + `<prefix>.idx`; the format and the reader are in
+`pipelines.tokens.indexed_dataset`)."""
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
-MAGIC = b"MMIDIDX\x00\x00"
-DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.int16): 3, np.dtype(np.int32): 4,
-               np.dtype(np.int64): 5, np.dtype(np.float64): 6, np.dtype(np.float32): 7, np.dtype(np.uint16): 8}
+from pipelines.core.outputs import atomic_path
+from pipelines.tokens.indexed_dataset import DTYPE_CODES, MAGIC
 
 
 def write_indexed(prefix: Path, tokens: np.ndarray, lengths: np.ndarray) -> None:
-    """Write one shard atomically (temp files renamed, .idx last)."""
+    """Write one shard atomically: both files go to temporary names, then .bin is renamed and .idx last."""
     prefix = Path(prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
     dtype = tokens.dtype
-    bin_tmp, idx_tmp = [prefix.with_name(f".{prefix.name}{ext}.tmp-{os.getpid()}") for ext in (".bin", ".idx")]
-    tokens.tofile(bin_tmp)
     pointers = np.zeros(len(lengths), np.int64)
     if len(lengths) > 1:
         pointers[1:] = np.cumsum(lengths[:-1]) * dtype.itemsize
-    with open(idx_tmp, "wb") as f:
-        f.write(MAGIC)
-        f.write(struct.pack("<Q", 1))
-        f.write(struct.pack("<B", DTYPE_CODES[dtype]))
-        f.write(struct.pack("<Q", len(lengths)))
-        f.write(struct.pack("<Q", len(lengths) + 1))
-        f.write(lengths.astype(np.int32).tobytes())
-        f.write(pointers.tobytes())
-        f.write(np.arange(len(lengths) + 1, dtype=np.int64).tobytes())
-    os.replace(bin_tmp, str(prefix) + ".bin")
-    os.replace(idx_tmp, str(prefix) + ".idx")
-
-
-class IndexedDataset:
-    """Read-only, memory-mapped view of a `.bin/.idx` pair: `ds[i]` is document i's tokens."""
-
-    def __init__(self, prefix: str | Path):
-        prefix = str(prefix)
-        with open(prefix + ".idx", "rb") as f:
-            if f.read(9) != MAGIC:
-                raise ValueError(f"{prefix}.idx is not a Megatron indexed dataset")
-            version, = struct.unpack("<Q", f.read(8))
-            code, = struct.unpack("<B", f.read(1))
-            self.n_sequences, = struct.unpack("<Q", f.read(8))
-            self.n_documents, = struct.unpack("<Q", f.read(8))
-            offset = f.tell()
-        if version != 1:
-            raise ValueError(f"{prefix}.idx: index version {version}, expected 1")
-        self.dtype = next(d for d, c in DTYPE_CODES.items() if c == code)
-        idx = np.memmap(prefix + ".idx", mode="r", order="C")
-        s = self.n_sequences
-        self.sizes = np.frombuffer(idx, np.int32, s, offset)
-        self.pointers = np.frombuffer(idx, np.int64, s, offset + 4 * s)
-        self.doc_idx = np.frombuffer(idx, np.int64, self.n_documents, offset + 12 * s)
-        self.bin = np.memmap(prefix + ".bin", dtype=self.dtype, mode="r") if s else np.zeros(0, self.dtype)
-
-    def __len__(self) -> int:
-        return self.n_sequences
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        start = self.pointers[i] // self.dtype.itemsize
-        return self.bin[start: start + self.sizes[i]]
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.sizes.sum(dtype=np.int64))
+    # contexts exit in reverse order: the inner one (.bin) is renamed first, the outer one (.idx) last
+    with atomic_path(str(prefix) + ".idx") as idx_tmp, atomic_path(str(prefix) + ".bin") as bin_tmp:
+        tokens.tofile(bin_tmp)
+        with open(idx_tmp, "wb") as f:
+            f.write(MAGIC)
+            f.write(struct.pack("<Q", 1))
+            f.write(struct.pack("<B", DTYPE_CODES[dtype]))
+            f.write(struct.pack("<Q", len(lengths)))
+            f.write(struct.pack("<Q", len(lengths) + 1))
+            f.write(lengths.astype(np.int32).tobytes())
+            f.write(pointers.tobytes())
+            f.write(np.arange(len(lengths) + 1, dtype=np.int64).tobytes())

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
+from pipelines.core.outputs import atomic_path  # noqa: E402
+
 
 def plot_training(records: list[dict], path: Path, title: str, baseline: float | None = None) -> None:
     """Train loss (light), its moving average, validation loss (markers), LR on a second axis."""
@@ -34,7 +36,8 @@ def plot_training(records: list[dict], path: Path, title: str, baseline: float |
     lr_ax.set_ylabel("learning rate", color="tab:green")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path.with_name(f".{path.name}.tmp"), format="png", metadata={"Software": None})
-    plt.close(fig)
-    path.with_name(f".{path.name}.tmp").replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", metadata={"Software": None})
+    finally:
+        plt.close(fig)

@@ -9,16 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from pipelines.tokens.tokenizer import BOS as BOS_ID, EOS as EOS_ID, VOCAB_SIZE
-
-REPO = Path(__file__).resolve().parents[2]
-PRESETS = REPO / "configs" / "models.yaml"
-
-
-def load_presets(path: Path = PRESETS) -> dict[str, dict]:
-    return yaml.safe_load(Path(path).read_text())
+from pipelines.training import TrainError
+from pipelines.training.presets import PRESETS, load_presets
 
 
 def zamba2_config(preset: str, presets_file: Path = PRESETS):
@@ -41,6 +34,18 @@ def build_model(config, seed: int):
     from transformers import Zamba2ForCausalLM
     torch.manual_seed(seed)
     return Zamba2ForCausalLM(config)
+
+
+def load_model(path: str | Path, device="cpu"):  # device: a torch.device or its name
+    """A checkpoint's weights as a `Zamba2ForCausalLM` (the step folder, its model/, or an older
+    checkpoint whose weights are only in model/)."""
+    from transformers import Zamba2ForCausalLM
+    path = Path(path)
+    folder = path if (path / "config.json").is_file() or not (path / "model").is_dir() else path / "model"
+    if not (folder / "config.json").is_file():
+        raise TrainError(f"not a checkpoint: {path} (a checkpoint folder holds model/ and state.pt, e.g. "
+                         "runs/train-local/checkpoints/step_0000300)")
+    return Zamba2ForCausalLM.from_pretrained(folder).to(device)
 
 
 def count_parameters(model) -> int:

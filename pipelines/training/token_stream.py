@@ -16,7 +16,8 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from pipelines.tokens.indexed import IndexedDataset
+from pipelines.tokens.indexed_dataset import IndexedDataset
+from pipelines.training import TrainError
 
 
 @dataclass
@@ -78,7 +79,6 @@ def mixture_sources(entries, base_dir: Path | None = None) -> list[Source]:
             if ds.n_tokens and w > 0:
                 sources.append(Source(ds, e.weight / total * w / part_total, f"{run.name}/{path}"))
     if not sources:
-        from pipelines.training.train_config import TrainError
         raise TrainError(f"the mixture holds no tokens: {', '.join(sorted({str(e.run) for e in entries}))} "
                          "kept no document for it (see each run's report.json); point data.mixture at a run "
                          "with shards")

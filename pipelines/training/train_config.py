@@ -14,11 +14,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.core.config import ConfigError, _build, read_config_data
-from pipelines.training.model import PRESETS, load_presets
-
-
-class TrainError(RuntimeError):
-    """A training run cannot start or continue (stale folder, missing checkpoint, bad mixture)."""
+from pipelines.training.presets import PRESETS, load_presets
 
 
 @dataclass

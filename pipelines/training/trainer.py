@@ -27,14 +27,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipelines.training.curves import plot_training
-from pipelines.tokens.hf_tokenizer import save_tokenizer, trained_add_bos
-from pipelines.training.model import VOCAB_SIZE, build_model, count_parameters, flops_per_token, zamba2_config
+from pipelines.core.outputs import write_text
 from pipelines.core.progress import format_seconds
+from pipelines.tokens.hf_tokenizer import save_tokenizer, trained_add_bos
+from pipelines.training import TrainError
+from pipelines.training.curves import plot_training
+from pipelines.training.model import (VOCAB_SIZE, build_model, count_parameters, flops_per_token, load_model,
+                                      zamba2_config)
 from pipelines.training.schedule import anneal_lr, pretrain_lr
 from pipelines.training.token_stream import (PackedSequences, mixture_sources, unigram_entropy, validation_sequences,
-                                    validation_shards)
-from pipelines.training.train_config import TrainConfig, TrainError
+                                             validation_shards)
+from pipelines.training.train_config import TrainConfig
 
 
 def _quiet_transformers() -> None:
@@ -51,18 +54,6 @@ def pick_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype | None]:
     device = torch.device("cuda" if cuda else "cpu")
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
     return device, torch.bfloat16 if bf16 else None
-
-
-def load_model(path: str | Path, device: torch.device | str = "cpu"):
-    """A checkpoint's weights as a `Zamba2ForCausalLM` (the step folder, its model/, or an older
-    checkpoint whose weights are only in model/)."""
-    from transformers import Zamba2ForCausalLM
-    path = Path(path)
-    folder = path if (path / "config.json").is_file() or not (path / "model").is_dir() else path / "model"
-    if not (folder / "config.json").is_file():
-        raise TrainError(f"not a checkpoint: {path} (a checkpoint folder holds model/ and state.pt, e.g. "
-                         "runs/train-local/checkpoints/step_0000300)")
-    return Zamba2ForCausalLM.from_pretrained(folder).to(device)
 
 
 def sequence_loss(model, batch: torch.Tensor, autocast_dtype) -> torch.Tensor:
@@ -119,7 +110,8 @@ def save_checkpoint(out: Path, step: int, model, optimizer, meta: dict, keep: in
 
     The step folder is a complete Hugging Face model folder (weights, config, the tokenizer with the
     data's BOS policy) plus `state.pt`; `model/` holds the same files as hard links (no extra bytes)
-    for scripts that load `<step>/model`."""
+    for scripts that load `<step>/model`. `outputs.atomic_path` renames single files, so the folder is
+    renamed here (it is the same pattern: temporary name in the same folder, then `os.replace`)."""
     root = out / "checkpoints"
     final = root / f"step_{step:07d}"
     tmp = root / f".tmp-step_{step:07d}-{os.getpid()}"
@@ -133,9 +125,7 @@ def save_checkpoint(out: Path, step: int, model, optimizer, meta: dict, keep: in
     torch.save({"optimizer": optimizer.state_dict(), "step": step, "rng": _rng_state(), **meta}, tmp / "state.pt")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    latest_tmp = root / f".latest-{os.getpid()}"
-    latest_tmp.write_text(final.name + "\n")
-    os.replace(latest_tmp, root / "latest")
+    write_text(root / "latest", final.name + "\n")
     steps = sorted(p for p in root.glob("step_*") if p != final)
     for old in steps[:max(0, len(steps) - (keep - 1))]:
         shutil.rmtree(old)

@@ -168,7 +168,7 @@ def test_every_flag_a_message_suggests_exists():
     parser = zyda2.build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
     known = {s for sub in [parser, *commands.values()] for a in sub._actions for s in a.option_strings}
-    files = [REPO / "zyda2.py", *sorted((REPO / "pipelines").glob("*.py")), *sorted((REPO / "dedup").glob("*.py")),
+    files = [REPO / "zyda2.py", *sorted((REPO / "pipelines").rglob("*.py")), *sorted((REPO / "dedup").glob("*.py")),
              *sorted((REPO / "filters").glob("*.py")), *sorted((REPO / "jobs").glob("*.py"))]
     suggested = {}
     for path in files:

@@ -68,7 +68,7 @@ def test_bos_policy_is_saved_as_trained(tmp_path, sentencepiece):
 @pytest.mark.parametrize("sub", ["", "model"])
 def test_auto_model_loads_the_checkpoint_folder(checkpoint, sub):
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from pipelines.training.trainer import load_model
+    from pipelines.training.model import load_model
     model = AutoModelForCausalLM.from_pretrained(checkpoint / sub).eval()
     tok = AutoTokenizer.from_pretrained(checkpoint / sub)
     ours = load_model(checkpoint).eval()

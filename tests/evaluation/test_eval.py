@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.evaluation.ablation import compare, load_ablation_config, ablate, paired_permutation_p
-from pipelines.evaluation.harness import Item, encode_pair, evaluate_tasks, load_task, score_items, task_files
+from pipelines.cli.ablate import ablate
+from pipelines.evaluation.ablation import compare, load_ablation_config, paired_permutation_p
+from pipelines.evaluation.harness import Item, evaluate_tasks, load_task, score_items, task_files
+from pipelines.evaluation.scoring import encode_pair
 from pipelines.tokens.tokenizer import BOS, encode
-from pipelines.training.trainer import load_model
+from pipelines.training.model import load_model
 from tests.conftest import DATA, REPO
 
 EVAL = DATA / "eval"

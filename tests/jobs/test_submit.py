@@ -16,9 +16,9 @@ from pipelines.pipeline import PIPELINE
 import yaml
 
 import zyda2
-from jobs.submit import env_vars, job_args
+from jobs.submit import SubmitError, env_vars, job_args
+from pipelines.cli.common import load_run_config
 from pipelines.core.config import ConfigError, load_config
-from pipelines.core.run import RunError
 from tests.conftest import REPO
 
 
@@ -38,7 +38,7 @@ def test_job_rebuilds_the_same_config_from_the_uploaded_copy(data_dir, tmp_path)
     shutil.copytree(REPO / "configs", copy / "configs")
     job = zyda2.build_parser().parse_args(args[1:])
     job.config = str(copy / job.config)
-    remote = zyda2._load(job)
+    remote = load_run_config(job)
     assert remote.ray.address == "auto"
     assert remote.hash() == cfg.hash()
     assert remote.output_dir == cfg.output_dir and remote.ingest.batch_docs == 512
@@ -48,16 +48,16 @@ def test_job_rebuilds_the_same_config_from_the_uploaded_copy(data_dir, tmp_path)
 def test_config_outside_the_repository_is_refused(tmp_path):
     (tmp_path / "mine.yaml").write_text(f"base: {REPO / 'configs' / 'zyda2.yaml'}\n")
     cfg = load_config(tmp_path / "mine.yaml")
-    with pytest.raises(RunError, match="inside"):
+    with pytest.raises(SubmitError, match="inside"):
         job_args(cfg, tmp_path / "mine.yaml", [])
 
 
 def test_credentials_never_go_into_the_runtime_env():
     assert env_vars(["HF_HOME=/cache", "A=b=c"]) == {"PYTHONUNBUFFERED": "1", "HF_HOME": "/cache", "A": "b=c"}
     for pair in ("HF_TOKEN=hf_x", "AWS_SECRET_ACCESS_KEY=s", "WANDB_API_KEY=k", "DB_PASSWORD=p"):
-        with pytest.raises(RunError, match="credentials"):
+        with pytest.raises(SubmitError, match="credentials"):
             env_vars([pair])
-    with pytest.raises(RunError, match="NAME=VALUE"):
+    with pytest.raises(SubmitError, match="NAME=VALUE"):
         env_vars(["novalue"])
     r = _cli("submit", "configs/local.yaml", "--address", "http://127.0.0.1:1", "--env", "HF_TOKEN=hf_secret123")
     assert r.returncode == 2 and "hf_secret123" not in r.stdout + r.stderr

@@ -10,8 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.tokens.indexed import IndexedDataset, write_indexed
-from pipelines.tokens.shards import COMPONENTS, plan_shards
+from pipelines.tokens.indexed import write_indexed
+from pipelines.tokens.indexed_dataset import IndexedDataset
+from pipelines.core.sources import COMPONENTS
+from pipelines.tokens.shards import plan_shards
 from pipelines.training.token_stream import blend, mixture_sources
 from pipelines.training.train_config import MixtureEntry
 from pipelines.tokens.tokenizer import BOS, EOS, decode, encode, model_path

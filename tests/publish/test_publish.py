@@ -20,7 +20,7 @@ import yaml
 
 from pipelines.release.publish import build_card, upload_plan, write_card
 from pipelines.core.schema import QUALITY_SCHEMA
-from pipelines.tokens.shards import COMPONENTS
+from pipelines.core.sources import COMPONENTS
 from tests.conftest import REPO
 from tests.publish.fake_hub import FakeHub
 

@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 import zyda2
-from pipelines.release.stats import dedup_overlap, quality_scores, sample_column, write_stats
+from pipelines.release.stats import write_stats
+from pipelines.release.stats_data import dedup_overlap, quality_scores, sample_column
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 PLOTS = {"flow", "removals", "tokens", "cluster_sizes", "overlap", "scores", "mixtures", "throughput"}

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.training.model import EOS_ID, count_parameters, zamba2_config
+from pipelines.training import TrainError
+from pipelines.training.model import EOS_ID, count_parameters, load_model, zamba2_config
 from pipelines.training.schedule import anneal_lr, pretrain_lr
 from pipelines.training.token_stream import DocumentStream, PackedSequences, mixture_sources
-from pipelines.training.train_config import (AnnealConfig, ConfigError, MixtureEntry, ScheduleConfig, TrainError,
-                                    load_train_config)
-from pipelines.training.trainer import evaluate, load_model, train, validation_sets
+from pipelines.training.train_config import AnnealConfig, ConfigError, MixtureEntry, ScheduleConfig, load_train_config
+from pipelines.training.trainer import evaluate, train, validation_sets
 from tests.conftest import REPO
 
 CONFIG = REPO / "configs" / "train-local.yaml"
