@@ -44,9 +44,10 @@ def main() -> None:
     import ray
 
     from pipelines.cli.ablate import ablate
-    from pipelines.evaluation.ablation import load_ablation_config
     from pipelines.core.config import load_config
-    from pipelines.pipeline import run_pipeline
+    from pipelines.core.run import run_pipeline
+    from pipelines.evaluation.ablation import load_ablation_config
+    from pipelines.pipeline import PIPELINE
     from pipelines.training.train_config import load_train_config
     from pipelines.training.trainer import train
     t0 = time.perf_counter()
@@ -55,7 +56,7 @@ def main() -> None:
     try:
         run = WORK / "local"
         if not (run / "shards" / "blends" / "pretrain.json").is_file():
-            run_pipeline(load_config(REPO / "configs" / "local.yaml", input_dir=str(DATA / "sources"),
+            run_pipeline(PIPELINE, load_config(REPO / "configs" / "local.yaml", input_dir=str(DATA / "sources"),
                                      output_dir=str(run)), overwrite=True, quiet=True)
         contrast = WORK / "contrast"
         shutil.rmtree(contrast, ignore_errors=True)

@@ -21,10 +21,10 @@ import pyarrow.parquet as pq
 
 from benchmarks.common import DATA, REPO, write_results
 from pipelines.core.config import IngestConfig, load_config
-from pipelines.ingest.stage import ingest_file
-from pipelines.ingest.readers import read_json_lines, read_parquet
 from pipelines.core.sources import SourceFile
 from pipelines.ingest.discover import file_format
+from pipelines.ingest.readers import read_json_lines, read_parquet
+from pipelines.ingest.stage import ingest_file
 
 COPIES = 8
 FORMATS = {  # name -> (input folder, source, glob)
@@ -148,7 +148,9 @@ def bench_readers(root: Path) -> dict:
 def bench_ray(root: Path) -> dict:
     """Whole-stage ingest of the parquet sources: Ray tasks (ours) vs Ray Data read/map/write."""
     import ray
-    from pipelines.pipeline import run_pipeline
+
+    from pipelines.core.run import run_pipeline
+    from pipelines.pipeline import PIPELINE
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         parquet = [str(p) for folder in ("fineweb-edu", "zyda") for p in sorted((root / folder).rglob("*.parquet"))]
@@ -157,7 +159,7 @@ def bench_ray(root: Path) -> dict:
                                                             "sources.dolma-cc.enabled=false"],
                           input_dir=str(root), output_dir=str(work / "tasks"))
         t0 = time.perf_counter()
-        report = run_pipeline(cfg, quiet=True, only=["ingest"])  # the ingest stage alone, as Ray Data does
+        report = run_pipeline(PIPELINE, cfg, quiet=True, only=["ingest"])  # the ingest stage alone, as Ray Data does
         tasks_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         ds = ray.data.read_parquet(parquet, include_paths=True)

@@ -28,7 +28,8 @@ BASE_MB = 12
 
 def measure(scale: int, corpus: list[str]) -> dict:
     import ray
-    from pipelines.pipeline import run_pipeline
+
+    from pipelines.core.run import run_pipeline
     docs, n = take_mb(corpus, BASE_MB * scale)
     root = Path(tempfile.mkdtemp(prefix=f"zyda2-mem-{scale}x-"))
     write_sources(docs, root / "in")
@@ -49,7 +50,7 @@ def measure(scale: int, corpus: list[str]) -> dict:
             thread = threading.Thread(target=sample, daemon=True)
             thread.start()
             try:
-                run_pipeline(cfg, resume=i > 0, quiet=True, only=names[: i + 1])
+                run_pipeline(PIPELINE, cfg, resume=i > 0, quiet=True, only=names[: i + 1])
             finally:
                 stop.set()
                 thread.join()

@@ -130,14 +130,16 @@ def write_sources(docs: list[str], root: Path) -> None:
 
 def bench_end_to_end(corpus: list[str], scale: int, base_mb: float) -> dict:
     import ray
-    from pipelines.pipeline import run_pipeline
+
+    from pipelines.core.run import run_pipeline
+    from pipelines.pipeline import PIPELINE
     docs, n = take_mb(corpus, base_mb * scale)
     root = Path(tempfile.mkdtemp(prefix=f"zyda2-e2e-{scale}x-"))
     try:
         write_sources(docs, root / "in")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         cfg = load_config(REPO / "configs" / "local.yaml", [], input_dir=str(root / "in"), output_dir=str(root / "out"))
-        report = run_pipeline(cfg, quiet=True, only=["ingest", "heuristic_filter", "dedup"])
+        report = run_pipeline(PIPELINE, cfg, quiet=True, only=["ingest", "heuristic_filter", "dedup"])
         manifest = json.loads((root / "out" / "manifest.json").read_text())
         workers = ray_workers_rss_mb()
         ray.shutdown()

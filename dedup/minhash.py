@@ -24,7 +24,6 @@ import numba as nb
 import numpy as np
 import pyarrow as pa
 
-
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)
 _BASE = np.uint64(0x100000001B3)  # odd: the rolling hash stays a bijection of each prefix state

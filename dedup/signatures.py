@@ -15,16 +15,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dedup.minhash import signatures
-from pipelines.core.config import DedupConfig
 from pipelines.core.outputs import write_table
 
 
-def signature_tag(cfg: DedupConfig) -> str:
+def signature_tag(cfg) -> str:
     """Folder name of a signature cache: everything signatures depend on, nothing else."""
     return f"{cfg.shingle}{cfg.ngram}_{cfg.num_hashes}h_{cfg.hash_bits}b_seed{cfg.seed}"
 
 
-def write_signatures(docs_path: Path, out_path: Path, cfg: DedupConfig) -> int:
+def write_signatures(docs_path: Path, out_path: Path, cfg) -> int:
+    """Signatures of one partition's documents (`cfg`: the `dedup` section) to `out_path`; returns
+    the number of documents."""
     table = pq.read_table(docs_path, columns=["text", "src_row"])
     sigs = signatures(table.column("text"), cfg)
     flat = pa.array(sigs.ravel(), pa.uint32() if cfg.hash_bits == 32 else pa.uint64())

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-
 @functools.cache
 def _class_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     chars = [chr(c) for c in range(sys.maxunicode + 1)]

@@ -26,10 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.core.config import QualityFilterConfig
-
-
-
 # ---------------------------------------------------------------- metrics
 
 def metrics(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray) -> dict:
@@ -306,7 +302,8 @@ class QualityFilter:
         return [None if p in self.keep_labels else f"quality:{p}" for p in scores["quality_pred"]]
 
 
-def load_classifier(cfg: QualityFilterConfig):
+def load_classifier(cfg):
+    """The classifier of a `quality_filter` config section: fastText or NVIDIA's DeBERTa."""
     if cfg.backend == "fasttext":
         return FastTextClassifier(cfg.model, cfg.threshold, cfg.max_chars)
     return DebertaClassifier(cfg.model, cfg.max_chars, cfg.max_tokens, cfg.batch_size, cfg.device)

@@ -15,6 +15,6 @@ Sub-packages (tests/ mirrors them):
   training/    Zamba2 model presets, packed token streams, the trainer
   evaluation/  the eval harness, lm-eval adapter, annealing ablations
   release/     Hub publishing, the run report
-  pipeline.py  the Zyda-2 pipeline: the one list of stages, and run_pipeline / rerun_dedup
+  pipeline.py  the Zyda-2 pipeline: the one list of stages (run it with core.run.run_pipeline)
 dedup/ and filters/ (beside pipelines/) hold the dedup stage and the filter stages with their kernels.
 """

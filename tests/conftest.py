@@ -45,10 +45,11 @@ def ray_instance():
 def run_local(out: Path, input_dir: Path | None = None, overrides: list[str] = (), **kwargs) -> dict:
     """Run the local recipe into `out` (on the session Ray instance) and return the report."""
     from pipelines.core.config import load_config
-    from pipelines.pipeline import run_pipeline
+    from pipelines.core.run import run_pipeline
+    from pipelines.pipeline import PIPELINE
     cfg = load_config(REPO / "configs" / "local.yaml", list(overrides),
                       input_dir=str(input_dir) if input_dir else None, output_dir=str(out))
-    return run_pipeline(cfg, quiet=True, **kwargs)
+    return run_pipeline(PIPELINE, cfg, quiet=True, **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -11,14 +11,15 @@ from pipelines.cli.common import CommandError, load_run_config, source_overrides
 
 
 def cmd_run(args) -> int:
-    from pipelines.pipeline import run_pipeline
+    from pipelines.core.run import run_pipeline
+    from pipelines.pipeline import PIPELINE
     cfg = load_run_config(args)
     args.run_folder = Path(cfg.output_dir)
     if args.plan:
         from pipelines.core.run import check_output
         check_output(cfg, args.resume, args.overwrite)  # a plan says when the run would be refused
         return print_plan(cfg)
-    report = run_pipeline(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
+    report = run_pipeline(PIPELINE, cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
                           command=args.command_line, allow_empty=args.allow_empty)
     print_run_summary(Path(cfg.output_dir), report, args.command_line)
     return 0
@@ -100,9 +101,10 @@ def print_run_summary(out: Path, report: dict, command: list[str]) -> None:
 
 
 def cmd_dedup(args) -> int:
-    from pipelines.pipeline import rerun_dedup
+    from pipelines.core.run import rerun_dedup
+    from pipelines.pipeline import PIPELINE
     args.run_folder = Path(args.output)
-    report = rerun_dedup(Path(args.run_dir), args.overrides, Path(args.output), quiet=args.quiet,
+    report = rerun_dedup(PIPELINE, Path(args.run_dir), args.overrides, Path(args.output), quiet=args.quiet,
                          overwrite=args.overwrite, resume=args.resume, command=args.command_line)
     for source, r in report["sources"].items():
         d = r["stages"]["dedup"]

@@ -25,10 +25,18 @@ from typing import Any
 
 import yaml
 
-from pipelines.core.sections import (DedupConfig, HeuristicFilterConfig, IngestConfig, NetworkConfig,
-                                     QualityFilterConfig, RayConfig, ShardsConfig, SourceConfig, TokenizeConfig)
+from pipelines.core.sections import (
+    DedupConfig,
+    HeuristicFilterConfig,
+    IngestConfig,
+    NetworkConfig,
+    QualityFilterConfig,
+    RayConfig,
+    ShardsConfig,
+    SourceConfig,
+    TokenizeConfig,
+)
 from pipelines.core.sources import SOURCE_NAMES, SOURCES
-
 
 
 class ConfigError(ValueError):

@@ -27,9 +27,18 @@ from pipelines.core.counts import Counts, by_source
 from pipelines.core.outputs import remove_stale_temp
 from pipelines.core.progress import ProgressDisplay, format_seconds, say
 from pipelines.core.sources import SourceFile
-from pipelines.core.stage import (GlobalStage, Partition, PartitionStage, Pipeline, Stage, StageWorker, done_stats,
-                                  input_bytes, logged, process_partition)
-
+from pipelines.core.stage import (
+    GlobalStage,
+    Partition,
+    PartitionStage,
+    Pipeline,
+    Stage,
+    StageWorker,
+    done_stats,
+    input_bytes,
+    logged,
+    process_partition,
+)
 
 # -- the driver side
 

@@ -21,15 +21,14 @@ from pathlib import Path
 
 import ray
 
-from pipelines.core.config import Config, ConfigError, is_url
-from pipelines.core.provenance import REPO_ROOT, git_commit, versions
-from pipelines.core.outputs import read_json, remove_stale_temp, write_json
-from pipelines.core.progress import ProgressCounter
-from pipelines.core.report import build_report, check_report
-from pipelines.ingest.discover import discover
-from pipelines.core.progress import say
+from pipelines.core.config import Config, ConfigError, config_from_dict, is_url
 from pipelines.core.executor import Executor
+from pipelines.core.outputs import read_json, remove_stale_temp, write_json
+from pipelines.core.progress import ProgressCounter, say
+from pipelines.core.provenance import REPO_ROOT, git_commit, versions
+from pipelines.core.report import build_report, check_report
 from pipelines.core.stage import Pipeline, RunError
+from pipelines.ingest.discover import discover
 
 log = logging.getLogger("zyda2")
 
@@ -178,6 +177,22 @@ def check_inputs(cfg: Config, files: list, allow_empty: bool) -> None:
         log.warning("source %s: no input files matched under %s", name, enabled[name].path)
 
 
+def rerun_dedup(pipeline: Pipeline, run_dir: Path, overrides: list[str], output: Path, quiet: bool = False,
+                overwrite: bool = False, resume: bool = False, command: list[str] | None = None) -> dict:
+    """Dedup again with other parameters on an existing run's ingest output, into `output`: the
+    stages of `pipeline` up to dedup.
+
+    `output` links the run's ingest folder and signature cache, so only clustering is recomputed
+    when the shingling and hash parameters are unchanged."""
+    manifest_path = Path(run_dir) / "manifest.json"
+    if not manifest_path.exists():
+        raise RunError(f"{run_dir} is not a zyda2 run folder (no manifest.json)")
+    cfg = config_from_dict(read_json(manifest_path)["config"], overrides, output_dir=str(output))
+    links = {rel: (Path(run_dir) / rel).resolve() for rel in ("ingest", "dedup/signatures")}
+    return run_pipeline(pipeline, cfg, resume=resume, overwrite=overwrite, quiet=quiet, until="dedup",
+                        links=links, command=command)
+
+
 def _is_complete(out: Path, old: dict | None, stages: list[str]) -> bool:
     """The folder holds a finished, balanced run of every stage asked for (nothing to resume)."""
     return bool(old and old.get("status") == "done" and (out / "report.json").exists()
@@ -195,13 +210,12 @@ def check_stage_names(pipeline: Pipeline, cfg: Config) -> None:
             raise ConfigError(f"ray.stage_resources.{name}: unknown stage (known: {', '.join(pipeline.names)})")
 
 
-def run(pipeline: Pipeline, cfg: Config, resume: bool = False, overwrite: bool = False, quiet: bool = False,
-        only: list[str] | None = None, links: dict[str, Path] | None = None,
-        command: list[str] | None = None, allow_empty: bool = False, until: str | None = None) -> dict:
+def run_pipeline(pipeline: Pipeline, cfg: Config, resume: bool = False, overwrite: bool = False, quiet: bool = False,
+                 only: list[str] | None = None, links: dict[str, Path] | None = None,
+                 command: list[str] | None = None, allow_empty: bool = False, until: str | None = None) -> dict:
     """Run every stage of `pipeline`, or those in `only`, or those up to and including `until`, into
     `cfg.output_dir`; write `report.json` and `manifest.json`; raise if accounting fails. `links` maps
-    folders of the run to existing ones (reused work). The Zyda-2 pipeline's entry point is
-    `pipelines.pipeline.run_pipeline`.
+    folders of the run to existing ones (reused work). The Zyda-2 pipeline is `pipelines.pipeline.PIPELINE`.
 
     manifest.json keeps, across resumes: `command` (argv of each attempt under `attempts`, with
     its status and seconds), `stages` {name: {status, seconds}} where seconds add up over every

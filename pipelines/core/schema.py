@@ -5,7 +5,12 @@ need are lifted into typed columns, everything else the source had is kept verba
 `metadata` JSON column so that published shards can restore the source's own columns.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 DOC_SCHEMA = pa.schema([
     pa.field("nemo_id", pa.string(), nullable=False),     # stable, globally unique id (see sources.py)
@@ -45,3 +50,19 @@ QUARANTINE_SCHEMA = pa.schema([
     # for a record standing for the rest of a file: its on-disk bytes after the last byte decoded
     pa.field("unread_bytes", pa.int64()),
 ])
+
+
+def read_docs(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A stage's documents in QUALITY_SCHEMA (sources no classifier saw get null quality columns),
+    or just `columns` of it."""
+    names = pq.read_schema(path).names
+    if "quality_pred" in names:
+        return pq.read_table(path, columns=columns)
+    if columns is None:
+        return with_quality_columns(pq.read_table(path))
+    table = pq.read_table(path, columns=[c for c in columns if c in names])  # only what is asked for
+    for name in columns:
+        if name not in names:
+            field = QUALITY_SCHEMA.field(name)
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(columns)

@@ -32,8 +32,8 @@ import dataclasses
 import os
 import time
 import traceback
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 import pyarrow as pa

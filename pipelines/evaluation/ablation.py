@@ -34,7 +34,6 @@ from pipelines.training import TrainError
 from pipelines.training.train_config import MixtureEntry, _validate_mixture, load_train_config
 
 
-
 @dataclass
 class ReplayConfig:
     fraction: float = 0.6  # share of the anneal mix that replays pretraining data (Zyphra: 50-70%)

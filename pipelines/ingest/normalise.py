@@ -7,26 +7,16 @@ only when complete, the stats file last, so a partition either exists whole or n
 
 from __future__ import annotations
 
-import functools
 import math
 from decimal import Decimal
-from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.core.config import IngestConfig
-from pipelines.core.counts import Counts
-from pipelines.ingest.readers import (ArrowBatch, Bad, JsonRecord, _first_bad_byte, _text_as_utf8, invalid_utf8_rows,
-                               read_json_lines, read_parquet)
 from pipelines.core.schema import DOC_SCHEMA, QUARANTINE_SCHEMA
-from pipelines.ingest.remote import RetryPolicy, open_input
 from pipelines.core.sources import SOURCES, SourceFile, make_id
-
-MAX_BATCH_TEXT_BYTES = 64 << 20  # flush a batch early when its text exceeds this (huge documents)
 
 _TYPED = {"url": str, "native_id": str, "int_score": int, "edu_score": float, "dclm_fasttext_prob": float}
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -83,6 +73,50 @@ def _nested_url(source: str, obj: dict) -> str | None:
             return None
     url = holder.get("url") if isinstance(holder, dict) else None
     return url if isinstance(url, str) else None
+
+
+def _text_as_utf8(col: pa.Array) -> pa.Array | None:
+    """`col` as a `string` array when it holds strings in any Arrow encoding (string, large_string,
+    string_view, dictionary of these, binary/large_binary/binary_view as UTF-8); None otherwise.
+    Not validated: see `invalid_utf8_rows`."""
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    t = col.type
+    if pa.types.is_string(t):
+        return col
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return col.cast(pa.large_binary() if pa.types.is_large_string(t) else pa.binary()) \
+            .cast(pa.binary()).view(pa.string())
+    if pa.types.is_binary(t):
+        return col.view(pa.string())
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return col.cast(pa.binary()).view(pa.string())
+    return None
+
+
+def invalid_utf8_rows(col: pa.Array) -> list[int]:
+    """Indices of the values of a `string` array that are not valid UTF-8, in order.
+
+    Arrow's full validation is vectorised (C++) but stops at the first bad value, so the array is
+    bisected: O(k log n) validations for k bad values, one pass when there are none."""
+    try:
+        col.validate(full=True)
+        return []
+    except pa.ArrowInvalid:
+        pass
+    if len(col) == 1:
+        return [0]
+    half = len(col) // 2
+    return invalid_utf8_rows(col.slice(0, half)) + [half + i for i in invalid_utf8_rows(col.slice(half))]
+
+
+def _first_bad_byte(col: pa.Array, i: int) -> int:
+    raw = col.view(pa.binary())[i].as_py()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start
+    return -1
 
 
 class Normaliser:
@@ -265,65 +299,3 @@ class Normaliser:
 
 
 _MISSING = object()
-
-
-def normalised_batches(sf: SourceFile, cfg: IngestConfig, counts: Counts, quarantine: dict[Path, pa.Table],
-                       quarantine_path: Path, advance=None, network: RetryPolicy | None = None
-                       ) -> Iterator[pa.RecordBatch]:
-    """Read one input file and yield its documents as DOC_SCHEMA batches of at most
-    `cfg.batch_docs` documents. As the batches are consumed, `counts` fills in (figures:
-    `quarantine_reasons`, `typed_nulls` {"<column>:<why>": n} for native values that could not be
-    cast, `incomplete_files` {src_file: unread on-disk bytes} for a file whose rest could not be
-    read); when they are exhausted, `quarantine[quarantine_path]` holds the quarantine records, if
-    any. `advance(docs, nbytes)` reports live progress.
-
-    Raises `CountMismatch` (reader count != the format's own count) and `RemoteReadError`."""
-    opener = functools.partial(open_input, policy=network)
-    norm = Normaliser(sf, cfg.excerpt_chars)
-    read = nbytes = 0
-    since_report = 0
-    incomplete: dict[str, int] = {}
-
-    def flush():
-        for batch in norm.take_batches():
-            counts.out += batch.num_rows
-            counts.chars_out += pc.sum(pc.utf8_length(batch.column("text"))).as_py() or 0
-            yield batch
-
-    if sf.fmt == "parquet":
-        events = read_parquet(sf.url, cfg.batch_docs, cfg.max_docs_per_file, opener=opener)
-    else:
-        events = read_json_lines(sf.url, sf.fmt, cfg.max_docs_per_file, opener=opener)
-    for ev in events:
-        if isinstance(ev, JsonRecord):
-            norm.add_json(ev.row, ev.obj, ev.n_bytes)
-            read += 1
-            nbytes += ev.n_bytes
-            since_report += 1
-        elif isinstance(ev, ArrowBatch):
-            norm.add_arrow(ev.start_row, ev.batch)
-            norm.text_bytes += ev.n_bytes
-            read += ev.batch.num_rows
-            nbytes += ev.n_bytes
-            since_report += ev.batch.num_rows
-        elif isinstance(ev, Bad):
-            norm.bad(ev.row, ev.byte_offset, ev.reason, ev.raw, ev.unread_bytes)
-            read += 1
-            if ev.unread_bytes is not None:
-                incomplete[sf.rel] = ev.unread_bytes
-            since_report += 1  # live counts are of records read, as the report's `in`
-        if len(norm) >= cfg.batch_docs or norm.text_bytes >= MAX_BATCH_TEXT_BYTES:
-            yield from flush()
-        if advance is not None and since_report >= cfg.batch_docs:
-            advance(since_report, nbytes)
-            since_report, nbytes = 0, 0
-    if len(norm):
-        yield from flush()
-    if advance is not None and (since_report or nbytes):
-        advance(since_report, nbytes)
-    table = norm.take_quarantine()
-    if table.num_rows:
-        quarantine[quarantine_path] = table
-    counts.read, counts.quarantined = read, table.num_rows
-    counts.figures.update(quarantine_reasons=dict(sorted(norm.reasons.items())),
-                          typed_nulls=dict(sorted(norm.typed_nulls.items())), incomplete_files=incomplete)

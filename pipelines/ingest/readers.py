@@ -212,50 +212,6 @@ def read_json_lines(url: str, fmt: str, max_records: int | None = None, read_buf
         raise CountMismatch(f"{url}: read {st.read} of {st.size} bytes")
 
 
-def _text_as_utf8(col: pa.Array) -> pa.Array | None:
-    """`col` as a `string` array when it holds strings in any Arrow encoding (string, large_string,
-    string_view, dictionary of these, binary/large_binary/binary_view as UTF-8); None otherwise.
-    Not validated: see `invalid_utf8_rows`."""
-    if pa.types.is_dictionary(col.type):
-        col = col.dictionary_decode()
-    t = col.type
-    if pa.types.is_string(t):
-        return col
-    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return col.cast(pa.large_binary() if pa.types.is_large_string(t) else pa.binary()) \
-            .cast(pa.binary()).view(pa.string())
-    if pa.types.is_binary(t):
-        return col.view(pa.string())
-    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
-        return col.cast(pa.binary()).view(pa.string())
-    return None
-
-
-def invalid_utf8_rows(col: pa.Array) -> list[int]:
-    """Indices of the values of a `string` array that are not valid UTF-8, in order.
-
-    Arrow's full validation is vectorised (C++) but stops at the first bad value, so the array is
-    bisected: O(k log n) validations for k bad values, one pass when there are none."""
-    try:
-        col.validate(full=True)
-        return []
-    except pa.ArrowInvalid:
-        pass
-    if len(col) == 1:
-        return [0]
-    half = len(col) // 2
-    return invalid_utf8_rows(col.slice(0, half)) + [half + i for i in invalid_utf8_rows(col.slice(half))]
-
-
-def _first_bad_byte(col: pa.Array, i: int) -> int:
-    raw = col.view(pa.binary())[i].as_py()
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return e.start
-    return -1
-
-
 def _parquet_unread(size: int | None, meta, rows_read: int) -> int | None:
     """On-disk bytes of a parquet file not read: the whole file when its footer is unreadable, else
     the compressed size of the row groups not wholly read."""

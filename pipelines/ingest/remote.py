@@ -27,7 +27,6 @@ from email.utils import parsedate_to_datetime
 
 import fsspec
 
-
 READ_BLOCK = 1 << 20  # bytes per remote range request
 MAX_RETRY_AFTER_S = 600.0  # a longer Retry-After counts as one more failed attempt's wait of this length
 _sleep = time.sleep  # tests replace it to record the waits

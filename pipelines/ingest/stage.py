@@ -3,17 +3,24 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.core.counts import Counts
 from pipelines.core.sources import SourceFile
 from pipelines.core.stage import Partition, PartitionStage, RunError, StageOutput, write_output
-from pipelines.ingest.normalise import normalised_batches
-from pipelines.ingest.readers import CountMismatch
-from pipelines.ingest.remote import RemoteReadError, RetryPolicy, host_of
+from pipelines.ingest.normalise import Normaliser
+from pipelines.ingest.readers import ArrowBatch, Bad, CountMismatch, JsonRecord, read_json_lines, read_parquet
+from pipelines.ingest.remote import RemoteReadError, RetryPolicy, host_of, open_input
 
 log = logging.getLogger("zyda2")
+
+MAX_BATCH_TEXT_BYTES = 64 << 20  # flush a batch early when its text exceeds this (huge documents)
 
 
 class IngestStage(PartitionStage):
@@ -63,3 +70,65 @@ def ingest_file(sf: SourceFile, cfg, out_root: Path, progress=None, network: Ret
     counts, tables = part.counts(), {}
     batches = normalised_batches(sf, cfg, counts, tables, part.table_path("quarantine"), part.advance, network)
     return write_output(part, StageOutput(batches, counts, tables))
+
+
+def normalised_batches(sf: SourceFile, cfg, counts: Counts, quarantine: dict[Path, pa.Table],
+                       quarantine_path: Path, advance=None, network: RetryPolicy | None = None
+                       ) -> Iterator[pa.RecordBatch]:
+    """Read one input file and yield its documents as DOC_SCHEMA batches of at most
+    `cfg.batch_docs` documents (`cfg`: the `ingest` config section). As the batches are consumed, `counts` fills in (figures:
+    `quarantine_reasons`, `typed_nulls` {"<column>:<why>": n} for native values that could not be
+    cast, `incomplete_files` {src_file: unread on-disk bytes} for a file whose rest could not be
+    read); when they are exhausted, `quarantine[quarantine_path]` holds the quarantine records, if
+    any. `advance(docs, nbytes)` reports live progress.
+
+    Raises `CountMismatch` (reader count != the format's own count) and `RemoteReadError`."""
+    opener = functools.partial(open_input, policy=network)
+    norm = Normaliser(sf, cfg.excerpt_chars)
+    read = nbytes = 0
+    since_report = 0
+    incomplete: dict[str, int] = {}
+
+    def flush():
+        for batch in norm.take_batches():
+            counts.out += batch.num_rows
+            counts.chars_out += pc.sum(pc.utf8_length(batch.column("text"))).as_py() or 0
+            yield batch
+
+    if sf.fmt == "parquet":
+        events = read_parquet(sf.url, cfg.batch_docs, cfg.max_docs_per_file, opener=opener)
+    else:
+        events = read_json_lines(sf.url, sf.fmt, cfg.max_docs_per_file, opener=opener)
+    for ev in events:
+        if isinstance(ev, JsonRecord):
+            norm.add_json(ev.row, ev.obj, ev.n_bytes)
+            read += 1
+            nbytes += ev.n_bytes
+            since_report += 1
+        elif isinstance(ev, ArrowBatch):
+            norm.add_arrow(ev.start_row, ev.batch)
+            norm.text_bytes += ev.n_bytes
+            read += ev.batch.num_rows
+            nbytes += ev.n_bytes
+            since_report += ev.batch.num_rows
+        elif isinstance(ev, Bad):
+            norm.bad(ev.row, ev.byte_offset, ev.reason, ev.raw, ev.unread_bytes)
+            read += 1
+            if ev.unread_bytes is not None:
+                incomplete[sf.rel] = ev.unread_bytes
+            since_report += 1  # live counts are of records read, as the report's `in`
+        if len(norm) >= cfg.batch_docs or norm.text_bytes >= MAX_BATCH_TEXT_BYTES:
+            yield from flush()
+        if advance is not None and since_report >= cfg.batch_docs:
+            advance(since_report, nbytes)
+            since_report, nbytes = 0, 0
+    if len(norm):
+        yield from flush()
+    if advance is not None and (since_report or nbytes):
+        advance(since_report, nbytes)
+    table = norm.take_quarantine()
+    if table.num_rows:
+        quarantine[quarantine_path] = table
+    counts.read, counts.quarantined = read, table.num_rows
+    counts.figures.update(quarantine_reasons=dict(sorted(norm.reasons.items())),
+                          typed_nulls=dict(sorted(norm.typed_nulls.items())), incomplete_files=incomplete)

@@ -22,10 +22,27 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.core.outputs import atomic_path
-from pipelines.release.stats_data import (SCORE_COLUMNS, StatsError, dedup_overlap, parquet_files, quality_scores,
-                                          read_run_json, throughput_rows)
-from pipelines.release.stats_plots import (STYLE, plot_cluster_sizes, plot_flow, plot_mixtures, plot_overlap,
-                                           plot_removals, plot_scores, plot_throughput, plot_tokens, png_bytes)
+from pipelines.release.stats_data import (
+    SCORE_COLUMNS,
+    StatsError,
+    dedup_overlap,
+    parquet_files,
+    quality_scores,
+    read_run_json,
+    throughput_rows,
+)
+from pipelines.release.stats_plots import (
+    STYLE,
+    plot_cluster_sizes,
+    plot_flow,
+    plot_mixtures,
+    plot_overlap,
+    plot_removals,
+    plot_scores,
+    plot_throughput,
+    plot_tokens,
+    png_bytes,
+)
 
 
 @dataclass

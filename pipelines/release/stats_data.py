@@ -65,10 +65,6 @@ def parquet_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
 
 
-def parquet_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-
-
 # ---- dedup: cluster sizes, source overlap, who was removed in favour of whom
 
 def _cluster_slice(ids: pa.ChunkedArray, passes: int) -> np.ndarray:

@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 
 from pipelines.core.counts import Counts
 from pipelines.core.outputs import write_json, write_table, write_text
-from pipelines.core.schema import QUALITY_SCHEMA
+from pipelines.core.schema import QUALITY_SCHEMA, read_docs
 from pipelines.core.sources import COMPONENTS, SOURCES
 from pipelines.core.stage import GlobalStage
 from pipelines.tokens.indexed import write_indexed
-from pipelines.tokens.tokenize import read_docs
+
 
 def plan_shards(token_counts: list[int], target: int) -> list[list[int]]:
     """Consecutive groups of partitions holding about `target` tokens each."""

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from pipelines.core.counts import Counts
 from pipelines.core.outputs import write_table
-from pipelines.core.schema import QUALITY_SCHEMA, with_quality_columns
+from pipelines.core.schema import read_docs
 from pipelines.core.stage import Partition, PartitionStage, StageOutput
 from pipelines.tokens.encoder import cached_encoder
 
@@ -47,22 +47,6 @@ def split_keys(nemo_ids: list[str], texts: list[str], decisions: Path | None) ->
         t = pq.read_table(decisions, columns=["nemo_id", "cluster_id"])
         clusters = dict(zip(t.column("nemo_id").to_pylist(), t.column("cluster_id").to_pylist()))
     return [f"cluster:{clusters[i]}" if i in clusters else f"text:{text}" for i, text in zip(nemo_ids, texts)]
-
-
-def read_docs(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """A stage's documents in QUALITY_SCHEMA (sources no classifier saw get null quality columns),
-    or just `columns` of it."""
-    names = pq.read_schema(path).names
-    if "quality_pred" in names:
-        return pq.read_table(path, columns=columns)
-    if columns is None:
-        return with_quality_columns(pq.read_table(path))
-    table = pq.read_table(path, columns=[c for c in columns if c in names])  # only what is asked for
-    for name in columns:
-        if name not in names:
-            field = QUALITY_SCHEMA.field(name)
-            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
-    return table.select(columns)
 
 
 def tokenize_table(docs: Path, source: str, tcfg, scfg, decisions: Path | None = None) -> tuple[pa.Table, dict]:

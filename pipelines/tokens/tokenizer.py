@@ -14,7 +14,6 @@ import functools
 import hashlib
 from pathlib import Path
 
-
 MODEL_MD5 = "37974873eb68a7ab30c4912fc36264ae"
 VOCAB_SIZE, BOS, EOS = 32_000, 1, 2
 

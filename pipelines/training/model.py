@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.tokens.tokenizer import BOS as BOS_ID, EOS as EOS_ID, VOCAB_SIZE
+from pipelines.tokens.tokenizer import BOS as BOS_ID
+from pipelines.tokens.tokenizer import EOS as EOS_ID
+from pipelines.tokens.tokenizer import VOCAB_SIZE
 from pipelines.training import TrainError
 from pipelines.training.presets import PRESETS, load_presets
 

@@ -32,11 +32,22 @@ from pipelines.core.progress import format_seconds
 from pipelines.tokens.hf_tokenizer import save_tokenizer, trained_add_bos
 from pipelines.training import TrainError
 from pipelines.training.curves import plot_training
-from pipelines.training.model import (VOCAB_SIZE, build_model, count_parameters, flops_per_token, load_model,
-                                      zamba2_config)
+from pipelines.training.model import (
+    VOCAB_SIZE,
+    build_model,
+    count_parameters,
+    flops_per_token,
+    load_model,
+    zamba2_config,
+)
 from pipelines.training.schedule import anneal_lr, pretrain_lr
-from pipelines.training.token_stream import (PackedSequences, mixture_sources, unigram_entropy, validation_sequences,
-                                             validation_shards)
+from pipelines.training.token_stream import (
+    PackedSequences,
+    mixture_sources,
+    unigram_entropy,
+    validation_sequences,
+    validation_shards,
+)
 from pipelines.training.train_config import TrainConfig
 
 

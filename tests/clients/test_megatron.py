@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 import re
 import shlex
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ BLENDS = ("pretrain", "anneal", "valid")
 
 def megatron_tokenizer():
     from megatron.core.tokenizers import MegatronTokenizer
+
     from pipelines.tokens.tokenizer import model_path
     return MegatronTokenizer.from_pretrained(str(model_path()), metadata_path={"library": "sentencepiece"})
 
@@ -151,6 +152,7 @@ def test_reroot_rewrites_blends_for_a_moved_run(local_run, elsewhere):
     """After the run folder is copied elsewhere, `zyda2.py reroot-blends` points every blend at the copy."""
     import subprocess
     import sys
+
     from megatron.core.datasets.utils import get_blend_from_list
     out, _ = local_run
     tmp_path = elsewhere

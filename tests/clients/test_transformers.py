@@ -23,6 +23,7 @@ def checkpoint(pretrained_tiny) -> Path:
 @pytest.fixture(scope="module")
 def sentencepiece():
     import sentencepiece as spm
+
     from pipelines.tokens.tokenizer import model_path
     return spm.SentencePieceProcessor(model_file=str(model_path()))
 
@@ -56,6 +57,7 @@ def test_auto_tokenizer_is_id_exact_on_every_published_document(checkpoint, loca
 
 def test_bos_policy_is_saved_as_trained(tmp_path, sentencepiece):
     from transformers import AutoTokenizer
+
     from pipelines.tokens.hf_tokenizer import save_tokenizer
     for add_bos in (True, False):
         save_tokenizer(tmp_path / str(add_bos), add_bos, 4096)
@@ -68,6 +70,7 @@ def test_bos_policy_is_saved_as_trained(tmp_path, sentencepiece):
 @pytest.mark.parametrize("sub", ["", "model"])
 def test_auto_model_loads_the_checkpoint_folder(checkpoint, sub):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from pipelines.training.model import load_model
     model = AutoModelForCausalLM.from_pretrained(checkpoint / sub).eval()
     tok = AutoTokenizer.from_pretrained(checkpoint / sub)

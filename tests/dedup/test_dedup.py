@@ -183,11 +183,12 @@ def test_word_shingles_match_python_split():
 
 
 def test_rerun_dedup_reuses_signatures(ray_instance, local_run, tmp_path):
-    from pipelines.pipeline import rerun_dedup
+    from pipelines.core.run import rerun_dedup
+    from pipelines.pipeline import PIPELINE
     run, report = local_run
     sig_dir = run / "dedup" / "signatures" / "char25_128h_32b_seed10"
     before = {p: p.stat().st_mtime_ns for p in sig_dir.rglob("*.parquet")}
-    again = rerun_dedup(run, ["dedup.bands=9", "dedup.rows=13"], tmp_path / "b9r13", quiet=True)
+    again = rerun_dedup(PIPELINE, run, ["dedup.bands=9", "dedup.rows=13"], tmp_path / "b9r13", quiet=True)
     assert {p: p.stat().st_mtime_ns for p in sig_dir.rglob("*.parquet")} == before
     assert again["details"]["dedup"]["bands"] == 9 and again["totals"]["balanced"]
     # 9x13 catches more than 8x16 at mid Jaccard

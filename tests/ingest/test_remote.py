@@ -14,9 +14,9 @@ import pytest
 import pipelines.ingest.readers as readers
 import pipelines.ingest.remote as remote
 from pipelines.core.config import IngestConfig
-from pipelines.ingest.stage import ingest_file
-from pipelines.ingest.remote import RemoteReadError, RetryPolicy
 from pipelines.core.sources import SourceFile
+from pipelines.ingest.remote import RemoteReadError, RetryPolicy
+from pipelines.ingest.stage import ingest_file
 from tests.conftest import REPO, files_digest, run_local
 from tests.ingest.fault_server import FaultServer
 

@@ -15,10 +15,9 @@ import pytest
 import zstandard
 
 from pipelines.core.config import IngestConfig
-from pipelines.ingest.normalise import Normaliser
-from pipelines.ingest.stage import ingest_file
-from pipelines.ingest.readers import invalid_utf8_rows
 from pipelines.core.sources import SourceFile
+from pipelines.ingest.normalise import Normaliser, invalid_utf8_rows
+from pipelines.ingest.stage import ingest_file
 
 TEXTS = ["first document, plain ASCII", "zweites Dokument: Grüße", "第三个文档", "emoji \U0001F600 and \u200d joiner",
          "fifth", "sixth one\nwith a newline"]

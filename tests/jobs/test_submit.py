@@ -10,15 +10,14 @@ import subprocess
 import sys
 
 import pytest
-
-from pipelines.core.run import check_stage_names
-from pipelines.pipeline import PIPELINE
 import yaml
 
 import zyda2
 from jobs.submit import SubmitError, env_vars, job_args
 from pipelines.cli.common import load_run_config
 from pipelines.core.config import ConfigError, load_config
+from pipelines.core.run import check_stage_names
+from pipelines.pipeline import PIPELINE
 from tests.conftest import REPO
 
 

@@ -13,13 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.core.config import load_config
-from pipelines.tokens.encoder import CachedEncoder, PreTokenizer, cached_encoder
-from pipelines.ingest.stage import ingest_file
 from pipelines.core.sources import INPUT_FOLDERS
 from pipelines.ingest.discover import discover
+from pipelines.ingest.stage import ingest_file
+from pipelines.tokens.encoder import CachedEncoder, PreTokenizer, cached_encoder
 from pipelines.tokens.tokenizer import BOS, EOS, model_path
 from tests.conftest import REPO
 

@@ -10,9 +10,9 @@ import pytest
 
 from pipelines.core.config import load_config
 from pipelines.core.report import AccountingError, build_report, check_report
-from pipelines.core.run import RunError
-from pipelines.pipeline import run_pipeline
+from pipelines.core.run import RunError, run_pipeline
 from pipelines.ingest.discover import discover
+from pipelines.pipeline import PIPELINE
 from tests.conftest import REPO, files_digest, run_local
 
 
@@ -114,5 +114,5 @@ def test_sources_on_fsspec_urls_and_url_lists(ray_instance, data_dir, tmp_path):
         ("dolma-cc", "cc_en_middle/cc_en_middle-0000.json.gz", 1),
         ("fwe", "data/CC-MAIN-2023-50/train-00000-of-00001.parquet", 0),
         ("fwe", "data/CC-MAIN-2024-10/train-00000-of-00001.parquet", 0)]
-    report = run_pipeline(cfg, quiet=True)
+    report = run_pipeline(PIPELINE, cfg, quiet=True)
     assert report["sources"]["fwe"]["read"] == 14 and report["sources"]["dolma-cc"]["kept"] == 14

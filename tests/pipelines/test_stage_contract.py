@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
 from filters.stage import FilterStage
 from pipelines.core.config import load_config
-from pipelines.pipeline import run_pipeline
+from pipelines.core.run import run_pipeline
 from pipelines.core.sources import SOURCE_NAMES
 from pipelines.pipeline import PIPELINE
 from tests.conftest import DATA, REPO, files_digest
@@ -63,7 +64,7 @@ def _short_docs(folder: Path) -> dict[str, int]:
 def test_a_stage_added_from_a_test_file_runs_end_to_end(ray_instance, tmp_path, capsys):
     pipeline = PIPELINE.with_stage(LengthFilter(MIN_CHARS), after="dedup")  # the one line
     out = tmp_path / "run"
-    report = run_pipeline(_cfg(out), pipeline=pipeline)
+    report = run_pipeline(pipeline, _cfg(out))
     assert report["stages"] == ["ingest", "heuristic_filter", "dedup", "length_filter", "quality_filter",
                                 "tokenize", "shards"]
     assert report["totals"]["balanced"] and not report["problems"]
@@ -85,9 +86,9 @@ def test_a_stage_added_from_a_test_file_runs_end_to_end(ray_instance, tmp_path, 
 
     # resume: a run cut after the new stage goes on from its markers and ends identical to a fresh run
     cut = tmp_path / "cut"
-    run_pipeline(_cfg(cut), pipeline=pipeline, until="length_filter", quiet=True)
+    run_pipeline(pipeline, _cfg(cut), until="length_filter", quiet=True)
     markers = {p: p.stat().st_mtime_ns for p in (cut / "length_filter" / "_done").iterdir()}
-    run_pipeline(_cfg(cut), pipeline=pipeline, resume=True, quiet=True)
+    run_pipeline(pipeline, _cfg(cut), resume=True, quiet=True)
     assert {p: p.stat().st_mtime_ns for p in (cut / "length_filter" / "_done").iterdir()} == markers
     assert files_digest(cut) == files_digest(out)
 
@@ -121,7 +122,7 @@ def test_documents_are_read_where_the_pipeline_put_them(tmp_path):
 def test_fused_stages_write_what_unfused_stages_write(local_run, tmp_path, capsys):
     run, report = local_run
     out = tmp_path / "fused"
-    fused = run_pipeline(_cfg(out, "ray.fuse_partition_stages=true"))
+    fused = run_pipeline(PIPELINE, _cfg(out, "ray.fuse_partition_stages=true"))
     assert fused == report
     assert files_digest(out) == files_digest(run)
     err = capsys.readouterr().err

@@ -10,13 +10,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.core.sources import COMPONENTS
 from pipelines.tokens.indexed import write_indexed
 from pipelines.tokens.indexed_dataset import IndexedDataset
-from pipelines.core.sources import COMPONENTS
 from pipelines.tokens.shards import plan_shards
+from pipelines.tokens.tokenizer import BOS, EOS, decode, encode, model_path
 from pipelines.training.token_stream import blend, mixture_sources
 from pipelines.training.train_config import MixtureEntry
-from pipelines.tokens.tokenizer import BOS, EOS, decode, encode, model_path
 
 ADVERSARIAL = ["", " ", "  two leading", "trailing   ", "a\n\nb\t\tc\r\n", "\u00a0nbsp\u2003em", "emoji 🎉🎉 𝄞",
                "12345 3.14159 1e-9", "日本語のテキスト", "\x00\x01\x7f control", "▁ and <s> </s> <unk> as text",

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.release.publish import build_card, upload_plan, write_card
 from pipelines.core.schema import QUALITY_SCHEMA
 from pipelines.core.sources import COMPONENTS
+from pipelines.release.publish import build_card, upload_plan, write_card
 from tests.conftest import REPO
 from tests.publish.fake_hub import FakeHub
 

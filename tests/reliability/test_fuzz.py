@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 import pipelines.ingest.readers as readers
 from pipelines.core.config import ConfigError, IngestConfig, load_config
-from pipelines.ingest.stage import ingest_file
 from pipelines.core.sources import SourceFile
+from pipelines.ingest.stage import ingest_file
 
 FUZZ = settings(max_examples=int(os.environ.get("ZYDA2_FUZZ_EXAMPLES", 60)), deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
