@@ -32,8 +32,10 @@ from pipelines.ingest.discover import discover
 
 log = logging.getLogger("zyda2")
 
-PACKAGES = ("ray", "pyarrow", "datatrove", "datasketch", "numpy", "orjson", "zstandard", "fsspec",
-            "huggingface-hub", "torch")
+# what makes a run's outputs (recorded in manifest.json); datatrove and datasketch are benchmark and test
+# peers only (the `bench` extra)
+PACKAGES = ("ray", "pyarrow", "numpy", "numba", "orjson", "zstandard", "fsspec", "huggingface-hub", "torch",
+            "sentencepiece", "fasttext-numpy2-wheel", "transformers")
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
