@@ -135,7 +135,8 @@ def bench_readers(root: Path) -> dict:
                         "text_mb_per_s": round(text_mb / seconds, 1), "docs_per_s": round(docs / seconds),
                         "cpu_seconds": round(cpu, 3), "text_mb_per_cpu_s": round(text_mb / cpu, 1)}
         if "datatrove_ingest" in timings:
-            row["speedup_ingest_vs_datatrove_ingest"] = round(timings["datatrove_ingest"][0] / timings["ours_ingest"][0], 2)
+            row["speedup_ingest_vs_datatrove_ingest"] = round(
+                timings["datatrove_ingest"][0] / timings["ours_ingest"][0], 2)
             row["cpu_speedup_ingest_vs_datatrove_ingest"] = round(
                 timings["datatrove_ingest"][1] / timings["ours_ingest"][1], 2)
         row["speedup_read_vs_datatrove_read"] = round(timings["datatrove_read"][0] / timings["ours_read"][0], 2)

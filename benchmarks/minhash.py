@@ -92,8 +92,10 @@ def bench_signatures(corpus: list[str]) -> dict:
     res["char25"]["speedup_vs_rensa"] = round(res["char25"]["ours"]["mb_per_s"] / res["char25"]["rensa"]["mb_per_s"], 1)
     res["char25"]["speedup_vs_datasketch"] = round(
         res["char25"]["ours"]["mb_per_s"] / res["char25"]["datasketch"]["mb_per_s"], 1)
-    res["word5"]["speedup_vs_datatrove"] = round(res["word5"]["ours"]["mb_per_s"] / res["word5"]["datatrove"]["mb_per_s"], 1)
-    res["char25_ours_vs_datatrove_word5"] = round(res["char25"]["ours"]["mb_per_s"] / res["word5"]["datatrove"]["mb_per_s"], 1)
+    res["word5"]["speedup_vs_datatrove"] = round(
+        res["word5"]["ours"]["mb_per_s"] / res["word5"]["datatrove"]["mb_per_s"], 1)
+    res["char25_ours_vs_datatrove_word5"] = round(
+        res["char25"]["ours"]["mb_per_s"] / res["word5"]["datatrove"]["mb_per_s"], 1)
     return res
 
 

@@ -50,7 +50,8 @@ def _decode(data, pos):
     if c0 < 0xE0:
         return ((c0 & np.uint64(0x1F)) << np.uint64(6)) | (np.uint64(data[pos + 1]) & np.uint64(0x3F)), pos + 2
     if c0 < 0xF0:
-        return (((c0 & np.uint64(0x0F)) << np.uint64(12)) | ((np.uint64(data[pos + 1]) & np.uint64(0x3F)) << np.uint64(6))
+        return (((c0 & np.uint64(0x0F)) << np.uint64(12))
+                | ((np.uint64(data[pos + 1]) & np.uint64(0x3F)) << np.uint64(6))
                 | (np.uint64(data[pos + 2]) & np.uint64(0x3F))), pos + 3
     return (((c0 & np.uint64(0x07)) << np.uint64(18)) | ((np.uint64(data[pos + 1]) & np.uint64(0x3F)) << np.uint64(12))
             | ((np.uint64(data[pos + 2]) & np.uint64(0x3F)) << np.uint64(6))

@@ -41,7 +41,7 @@ def resolve(root: np.ndarray, doc: np.ndarray, file_rank: np.ndarray, mode: str,
     else:
         ids = np.array(nemo_ids(doc), dtype=object)
         reason = np.full(n, 4, np.int8)
-        for g, (s, size) in enumerate(zip(starts, sizes)):
+        for _, (s, size) in enumerate(zip(starts, sizes)):
             members = range(s, s + size)
             keep = min(members, key=lambda i: (rank[i], ids[i]))
             reason[keep] = 3

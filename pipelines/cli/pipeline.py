@@ -73,7 +73,7 @@ def print_run_summary(out: Path, report: dict, command: list[str]) -> None:
           f"quarantined {t['quarantined']:,} | wall time {wall}")
     removed: dict[str, int] = {}
     quarantined: dict[str, int] = {}
-    for src, r in report["sources"].items():
+    for _src, r in report["sources"].items():
         for reason, n in r["removed"].items():
             removed[reason] = removed.get(reason, 0) + n
         for reason, n in r.get("quarantine_reasons", {}).items():

@@ -209,7 +209,8 @@ def _build(tp: Any, value: Any, key: str) -> Any:
         names = {f.name for f in dataclasses.fields(tp)}
         unknown = sorted(set(value) - names)
         if unknown:
-            raise ConfigError(f"{key + '.' if key else ''}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+            raise ConfigError(f"{key + '.' if key else ''}{unknown[0]}: unknown key "
+                              f"(known: {', '.join(sorted(names))})")
         kwargs = {k: _build(hints[k], v, f"{key}.{k}" if key else k) for k, v in value.items()}
         try:
             return tp(**kwargs)

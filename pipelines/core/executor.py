@@ -233,7 +233,8 @@ class Executor:
         names = [s.name for s in stages]
         hashes = {s.name: self.config_hash(s.name) for s in stages}
         files = [sf for sf in self.files if any(s.applies_to(cfg, sf.source) for s in stages)]
-        folders = {(s.name, sf.source): self.pipeline.docs_folder(cfg, s.name, sf.source) for s in stages for sf in files}
+        folders = {(s.name, sf.source): self.pipeline.docs_folder(cfg, s.name, sf.source)
+                   for s in stages for sf in files}
         first = self.pipeline.names[0]
         for s in stages:
             s.check(cfg)

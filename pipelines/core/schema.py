@@ -34,8 +34,8 @@ def with_quality_columns(table: pa.Table, preds: list[str] | None = None, probs=
     """`table` in QUALITY_SCHEMA: the given predictions, or nulls for documents nobody scored."""
     n = table.num_rows
     table = table.select(DOC_SCHEMA.names)
-    table = table.append_column(QUALITY_SCHEMA.field("quality_pred"), pa.array(preds if preds is not None else [None] * n,
-                                                                               pa.string()))
+    table = table.append_column(QUALITY_SCHEMA.field("quality_pred"),
+                                pa.array(preds if preds is not None else [None] * n, pa.string()))
     return table.append_column(QUALITY_SCHEMA.field("quality_prob"),
                                pa.array(probs if probs is not None else [None] * n, pa.float64()))
 

@@ -246,7 +246,8 @@ def _manifest(cfg: AblationConfig, results: dict) -> dict:
         "git_commit": git_commit(), "python": platform.python_version(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "numpy": np.__version__},
-        "runs": {c: [{"seed": r["seed"], "aggregate": r["aggregate"]["score"]} for r in rs] for c, rs in results.items()},
+        "runs": {c: [{"seed": r["seed"], "aggregate": r["aggregate"]["score"]} for r in rs]
+                 for c, rs in results.items()},
     }
 
 

@@ -8,7 +8,7 @@ lets `zyda2.py eval` hand non-local tasks to lm-eval with the model it already l
 
   python -m pipelines.evaluation.lm_eval_adapter --model_args pretrained=runs/x/checkpoints/step_0000300 --tasks arc_easy
 takes every lm_eval CLI option (tasks need their data: lm-eval downloads it from the Hub).
-"""
+"""  # noqa: E501 (the example command above stays one copy-pastable line)
 
 from __future__ import annotations
 

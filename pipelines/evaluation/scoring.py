@@ -47,7 +47,7 @@ def loglikelihoods(model, pairs: list[tuple[str, str]], batch_size: int = 16, ma
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
     out: list[tuple[float, bool]] = [(0.0, False)] * len(encoded)
     model.eval()
-    for b, start in enumerate(range(0, len(order), batch_size)):
+    for _b, start in enumerate(range(0, len(order), batch_size)):
         idx = order[start:start + batch_size]
         width = len(encoded[idx[0]][0]) - 1
         inputs = torch.full((len(idx), width), EOS, dtype=torch.long)

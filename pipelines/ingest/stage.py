@@ -76,7 +76,8 @@ def normalised_batches(sf: SourceFile, cfg, counts: Counts, quarantine: dict[Pat
                        quarantine_path: Path, advance=None, network: RetryPolicy | None = None
                        ) -> Iterator[pa.RecordBatch]:
     """Read one input file and yield its documents as DOC_SCHEMA batches of at most
-    `cfg.batch_docs` documents (`cfg`: the `ingest` config section). As the batches are consumed, `counts` fills in (figures:
+    `cfg.batch_docs` documents (`cfg`: the `ingest` config section). As the batches are consumed,
+    `counts` fills in (figures:
     `quarantine_reasons`, `typed_nulls` {"<column>:<why>": n} for native values that could not be
     cast, `incomplete_files` {src_file: unread on-disk bytes} for a file whose rest could not be
     read); when they are exhausted, `quarantine[quarantine_path]` holds the quarantine records, if

@@ -175,7 +175,8 @@ def write_stats(run_dir: Path, out_dir: Path | None = None, sample_docs: int = 2
     """Write `report.html` and its PNGs into `out_dir` (default RUN_DIR/stats); return the page's path."""
     run = Path(run_dir)
     if sample_docs < 1 or rows_per_pass < 1:
-        raise StatsError(f"--sample-docs and --rows-per-pass must be at least 1 (got {sample_docs}, {rows_per_pass})")
+        raise StatsError(f"--sample-docs and --rows-per-pass must be at least 1 "
+                         f"(got {sample_docs}, {rows_per_pass})")
     if not run.is_dir():
         raise StatsError(f"{run} is not a folder")
     report = read_run_json(run / "report.json", "not a finished zyda2 run (finish it with `zyda2.py run ... --resume`)")

@@ -103,13 +103,13 @@ class ShardsStage(GlobalStage):
                     sub = SOURCES[source].subfolder(sf.rel) or (parts[0] if len(parts) > 1 else "default")
                     n = counters.get(sub, 0)
                     counters[sub] = n + 1
-                    jobs.append(publish.remote(ex.partition(self.name, sf).docs, out / "publish" / "data" / component / sub /
-                                               f"part.{n}.parquet"))
+                    jobs.append(publish.remote(ex.partition(self.name, sf).docs,
+                                               out / "publish" / "data" / component / sub / f"part.{n}.parquet"))
                     meta.append((source, component, "publish"))
         results = ex.wait(jobs, self.name, sum(u.out for u in upstream.values()))
         summary = {c: {"train_tokens": 0, "val_tokens": 0, "anneal_tokens": 0, "train_shards": [], "anneal_shards": [],
                        "val_shards": [], "val_documents": 0, "published_documents": 0} for c in COMPONENTS.values()}
-        for (source, component, split), r in zip(meta, results):
+        for (_source, component, split), r in zip(meta, results):
             c = summary[component]
             if split == "publish":
                 c["published_documents"] += r

@@ -316,7 +316,8 @@ def train(cfg: TrainConfig, phase: str = "pretrain", init_from: Path | None = No
     plot_training(records, out / "loss.png", title=f"{cfg.run_name} ({phase}, {cfg.model})",
                   baseline=summary["unigram_entropy"])
     if not quiet:
-        print(f"[{phase}] done: val loss {summary['val_loss']:.4f} (unigram entropy {summary['unigram_entropy']:.4f}) | "
+        print(f"[{phase}] done: val loss {summary['val_loss']:.4f} "
+              f"(unigram entropy {summary['unigram_entropy']:.4f}) | "
               f"checkpoint {summary['checkpoint']}", file=sys.stderr, flush=True)
     return summary
 

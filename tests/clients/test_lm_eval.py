@@ -29,7 +29,8 @@ def task_yaml(name: str) -> dict:
     schema = json.loads(path.read_text().splitlines()[0])["kind"] == "schema"
     return {"task": f"local_{name}", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(path)}},
             "test_split": "test", "output_type": "multiple_choice",
-            "doc_to_text": "{{gold}}" if schema else "{{query}}", "doc_to_target": "{{query}}" if schema else "{{gold}}",
+            "doc_to_text": "{{gold}}" if schema else "{{query}}",
+            "doc_to_target": "{{query}}" if schema else "{{gold}}",
             "doc_to_choice": "{{choices}}",
             "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True}
                             for m in (("acc",) if schema else ("acc", "acc_norm"))]}

@@ -112,7 +112,7 @@ def test_no_shard_file_is_empty_and_empty_roles_are_reported(local_run):
     bins = sorted((out / "shards").rglob("*.bin"))
     assert bins and all(b.stat().st_size > 0 and len(IndexedDataset(str(b.with_suffix("")))) > 0 for b in bins)
     listed = set()
-    for component, v in report["details"]["shards"]["components"].items():
+    for _component, v in report["details"]["shards"]["components"].items():
         for role in ("train", "anneal", "val"):
             shards = v[f"{role}_shards"]
             assert (role in v["empty_roles"]) == (not shards)

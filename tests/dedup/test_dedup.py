@@ -153,7 +153,8 @@ def test_verify_threshold_removes_nothing_below_it(ray_instance, data_dir, local
     assert report["details"]["dedup"]["verify"]["rejected"] > 0
     for _, group in d.groupby("cluster_id"):
         for _, row in group[~group["keep"]].iterrows():
-            best = max(jaccard(sets[row["nemo_id"]], sets[other]) for other in group["nemo_id"] if other != row["nemo_id"])
+            best = max(jaccard(sets[row["nemo_id"]], sets[other])
+                       for other in group["nemo_id"] if other != row["nemo_id"])
             assert best >= 0.85, row["nemo_id"]
 
 

@@ -85,7 +85,8 @@ def test_eval_command_on_shared_tasks(pretrained_tiny, local_run, tmp_path):
                                                                res["tasks"]["winogrande"]["acc"],
                                                                res["tasks"]["hellaswag"]["acc_norm"]]))
     assert set(res["bpb"]) == set(summary["val"])
-    for comp, b in res["bpb"].items():  # bits/byte agrees with the trainer's val loss (nats/token) and bytes/token
+    # bits/byte agrees with the trainer's val loss (nats/token) and bytes/token
+    for _comp, b in res["bpb"].items():
         assert 0.5 < b["bpb"] < 4 and b["bytes"] > b["tokens"] * 2
     assert "arc_easy" in r.stdout and "aggregate" in r.stdout
 

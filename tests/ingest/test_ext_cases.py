@@ -73,7 +73,8 @@ def test_dictionary_text_reads_as_its_strings(ext_runs, data_dir):
     plain = pq.read_table(data_dir / "ext/03-parquet-dictionary-text/sources/zyda/zyda_refinedweb/"
                                      "train-00000-of-00001.parquet").column("text").to_pylist()
     by_file = {f: list(g.sort_values("src_row").text) for f, g in zyda.groupby("src_file")}
-    assert by_file["zyda_c4-en/train-00000-of-00001.parquet"] == by_file["zyda_refinedweb/train-00000-of-00001.parquet"] == plain
+    assert (by_file["zyda_c4-en/train-00000-of-00001.parquet"]
+            == by_file["zyda_refinedweb/train-00000-of-00001.parquet"] == plain)
     quality = _table(out, "quality_filter")
     kept = quality[quality.source == "zyda"].groupby("src_file").size().to_dict()
     assert len(set(kept.values())) == 1  # same outcome for the same texts, whatever their encoding
@@ -94,7 +95,8 @@ def test_surrogates_follow_the_policy(ext_runs, data_dir):
     out, _ = ext_runs["06-jsonl-surrogate-escapes"]
     q = _table(out, "quarantine")
     assert sorted(q.src_row) == [2, 2, 3, 3]
-    assert q.reason.str.fullmatch(r"lone_surrogate: U\+D[89A-F][0-9A-F]{2} without its pair at character \d+ of 'text'").all()
+    assert q.reason.str.fullmatch(r"lone_surrogate: U\+D[89A-F][0-9A-F]{2} "
+                                  r"without its pair at character \d+ of 'text'").all()
     docs = _table(out, "ingest").set_index(["source", "src_row"])
     assert "\U0001F600" in docs.loc[("dclm", 1), "text"] and "\U00020000" in docs.loc[("dclm", 1), "text"]
     assert "\ufffd" in docs.loc[("dclm", 4), "metadata"] + str(docs.loc[("dclm", 4), "url"])  # kept, repaired
@@ -105,7 +107,7 @@ def test_non_finite_numbers_become_null_and_stay_readable(ext_runs):
     docs = _table(out, "ingest")
     dclm = docs[docs.source == "dclm"].set_index("src_row")
     prob = "fasttext_openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train_prob"
-    for row, doc in dclm.iterrows():
+    for _row, doc in dclm.iterrows():
         meta = json.loads(doc.metadata)
         if prob in meta:  # a non-finite literal: null in the typed column, its literal in metadata
             assert meta[prob] in ("NaN", "Infinity", "-Infinity") and doc.dclm_fasttext_prob != doc.dclm_fasttext_prob

@@ -14,7 +14,8 @@ from pipelines.core.config import Config, ConfigError, SourceConfig
 from pipelines.core.sources import MAX_PART_NAME_BYTES, part_name
 from pipelines.ingest.discover import discover
 
-SEGMENT = st.lists(st.sampled_from(list("ab_.%#[] é-~()ü") + ["__", "%2F", "%25"]), min_size=1, max_size=60).map("".join)
+SEGMENT = st.lists(st.sampled_from(list("ab_.%#[] é-~()ü") + ["__", "%2F", "%25"]),
+                   min_size=1, max_size=60).map("".join)
 ENDING = st.sampled_from([".parquet", ".jsonl.zst", ".json.gz", ".jsonl", ""])
 REL = st.builds(lambda parts, end: "/".join(parts) + end, st.lists(SEGMENT, min_size=1, max_size=4), ENDING)
 

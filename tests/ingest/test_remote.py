@@ -97,7 +97,8 @@ def test_a_host_that_stays_down_is_one_line_naming_the_url(served, tmp_path, mon
     server.reset(always={f"/dolma-cc/{rel}": 503})
     with pytest.raises(RemoteReadError) as e:
         _ingest(SourceFile("dolma-cc", url, rel, "jsonl.gz", "p", 0), tmp_path, RetryPolicy(retries=3, backoff_s=0))
-    assert str(e.value) == f"cannot read {url} after 3 retries (last: HTTP 503); check the network, then rerun with --resume"
+    assert str(e.value) == (f"cannot read {url} after 3 retries (last: HTTP 503); "
+                            "check the network, then rerun with --resume")
     assert sum(1 for _, method, *_ in server.log if method == "GET") == 4  # 1 try + 3 retries (each after a HEAD)
     assert not (tmp_path / "quarantine").exists()  # a network error is never a corrupt file
 

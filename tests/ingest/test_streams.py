@@ -157,4 +157,5 @@ def test_a_cut_parquet_file_names_its_unread_bytes(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     events = list(readers.read_parquet(str(path), 8))
-    assert len(events) == 1 and events[0].reason.startswith("unreadable_parquet") and events[0].unread_bytes == len(data) // 2
+    assert (len(events) == 1 and events[0].reason.startswith("unreadable_parquet")
+            and events[0].unread_bytes == len(data) // 2)

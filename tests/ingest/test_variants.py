@@ -31,7 +31,8 @@ def ingest(tmp_path, name: str, payload: bytes, fmt: str, source: str = "fwe", b
     docs = pq.read_table(tmp_path / "out" / "ingest" / source / f"{sf.part_name}.parquet").to_pandas()
     q_path = tmp_path / "out" / "quarantine" / f"{source}__{sf.part_name}.parquet"
     quarantine = pq.read_table(q_path).to_pandas() if q_path.exists() else None
-    assert stats["read"] == stats["out"] + stats["quarantined"] == len(docs) + (0 if quarantine is None else len(quarantine))
+    assert (stats["read"] == stats["out"] + stats["quarantined"]
+            == len(docs) + (0 if quarantine is None else len(quarantine)))
     return stats, docs, quarantine
 
 
@@ -45,7 +46,8 @@ STRING_ENCODINGS = {
     "string": lambda v: pa.array(v, pa.string()),
     "large_string": lambda v: pa.array(v, pa.large_string()),
     "string_view": lambda v: pa.array(v, pa.string_view()),
-    "dictionary<string,int8>": lambda v: pa.array(v, pa.string()).dictionary_encode().cast(pa.dictionary(pa.int8(), pa.string())),
+    "dictionary<string,int8>": lambda v: pa.array(v, pa.string()).dictionary_encode().cast(
+        pa.dictionary(pa.int8(), pa.string())),
     "dictionary<string,int32>": lambda v: pa.array(v, pa.string()).dictionary_encode(),
     "dictionary<large_string,int16>": lambda v: pa.array(v, pa.large_string()).dictionary_encode().cast(
         pa.dictionary(pa.int16(), pa.large_string())),
@@ -92,7 +94,8 @@ def test_invalid_utf8_quarantines_exactly_its_rows(tmp_path, seed):
     values = [(f"row {i} ".encode() + rng.choice(cuts) if i in bad else f"row {i} fine ✓".encode()) for i in range(n)]
     large = seed % 2 == 1
     table = pa.table({"text": _invalid_column(values, large), "url": pa.array([f"u{i}" for i in range(n)])})
-    stats, docs, quarantine = ingest(tmp_path, "t.parquet", _parquet(table), "parquet", batch_docs=rng.choice([3, 8, 64]))
+    stats, docs, quarantine = ingest(tmp_path, "t.parquet", _parquet(table), "parquet",
+                                     batch_docs=rng.choice([3, 8, 64]))
     assert list(quarantine.src_row) == bad
     assert quarantine.reason.str.match(r"invalid_utf8: byte \d+ of 'text'").all()
     assert list(docs.src_row) == [i for i in range(n) if i not in bad]

@@ -67,8 +67,8 @@ def test_sbatch_script_starts_three_nodes_runs_and_stops_them(data_dir, tmp_path
     out = tmp_path / "slurm_run"
     try:
         result = subprocess.run(["bash", str(SCRIPT), "configs/local.yaml", "--input", str(data_dir / "sources"),
-                                 "--output", str(out), "--set", "ingest.max_docs_per_file=20", "--quiet"], cwd=tmp_path, env=env, capture_output=True,
-                                text=True, timeout=900)
+                                 "--output", str(out), "--set", "ingest.max_docs_per_file=20", "--quiet"],
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     finally:
         # the script must have stopped every Ray process it started; whatever is left, end it by PID
         left = [p for p in psutil.process_iter(["cmdline"]) if any(temp_dir in a for a in p.info["cmdline"] or [])]

@@ -22,7 +22,8 @@ def test_shipped_configs_load_and_carry_the_recipe(data_dir):
     local = load_config(REPO / "configs" / "local.yaml")
     for cfg in (full, local):
         d = cfg.dedup
-        assert (d.shingle, d.ngram, d.num_hashes, d.hash_bits, d.seed, d.bands, d.rows) == ("char", 25, 128, 32, 10, 8, 16)
+        assert ((d.shingle, d.ngram, d.num_hashes, d.hash_bits, d.seed, d.bands, d.rows)
+                == ("char", 25, 128, 32, 10, 8, 16))
         assert d.mode == "cross" and d.source_rank == ["fwe", "dclm", "zyda", "dolma-cc"]
         assert cfg.quality_filter.apply_to == ["zyda", "dolma-cc"] and cfg.quality_filter.keep_labels == ["High"]
         assert cfg.quality_filter.fwe_min_int_score == 3

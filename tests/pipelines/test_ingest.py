@@ -64,7 +64,8 @@ def test_nemo_ids_follow_the_convention_and_are_unique(ingested):
     for source, pattern in patterns.items():
         ids = ingested.loc[ingested["source"] == source, "nemo_id"]
         assert len(ids) > 0 and ids.str.fullmatch(pattern).all(), source
-    row = ingested[(ingested["source"] == "zyda") & (ingested["src_file"] == "zyda_refinedweb/train-00001-of-00002.parquet")
+    row = ingested[(ingested["source"] == "zyda")
+                   & (ingested["src_file"] == "zyda_refinedweb/train-00001-of-00002.parquet")
                    & (ingested["src_row"] == 7)]
     assert row["nemo_id"].item() == "zyda_refinedweb-000000000700001"  # row 7 of the second refinedweb file
 

@@ -50,7 +50,8 @@ def test_shards_hold_exactly_the_tokens_of_every_kept_document(local_run):
         assert list(docs["nemo_id"]) == list(tok["nemo_id"])
         fresh = encode(list(docs["text"]))
         assert all(list(a) == b for a, b in zip(tok["tokens"], fresh))
-        train = [IndexedDataset(p.with_suffix("")) for p in sorted((out / "shards" / component / "train").glob("*.idx"))]
+        train = [IndexedDataset(p.with_suffix(""))
+                 for p in sorted((out / "shards" / component / "train").glob("*.idx"))]
         got = [list(d[i]) for d in train for i in range(len(d))]
         want = [list(t) for t, s in zip(tok["tokens"], tok["split"]) if s == "train"]
         assert got == want                                        # no validation document in training

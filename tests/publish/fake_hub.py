@@ -147,7 +147,8 @@ class FakeHub:
             text = f["size"] <= REGULAR_MAX_BYTES and is_text(base64.b64decode(f["sample"]))
             mode = "lfs" if self.use_lfs and not text else "regular"
             old = files.get(f["path"])
-            oid = None if old is None else (git_blob_sha1(old) if mode == "regular" else hashlib.sha256(old).hexdigest())
+            oid = None if old is None else (
+                git_blob_sha1(old) if mode == "regular" else hashlib.sha256(old).hexdigest())
             out.append({"path": f["path"], "uploadMode": mode, "shouldIgnore": False, "oid": oid})
         return 200, {"files": out}
 

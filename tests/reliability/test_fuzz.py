@@ -40,7 +40,8 @@ quirks = st.sampled_from([b"\xef\xbb\xbf", b"", b""]).flatmap(lambda bom: st.sam
 lines = st.lists(st.one_of(records.map(orjson.dumps), st.binary(max_size=60), quirks), max_size=12)
 
 
-def _ingest(tmp_path, name: str, payload: bytes, fmt: str, source: str = "dclm", read_buffer: int | None = None) -> dict:
+def _ingest(tmp_path, name: str, payload: bytes, fmt: str, source: str = "dclm",
+            read_buffer: int | None = None) -> dict:
     path = tmp_path / name
     path.write_bytes(payload)
     sf = SourceFile(source, str(path), name, fmt, "dclm-gs01", 0)
