@@ -197,10 +197,8 @@ class Executor:
                 self.partition(name, sf), config_hash), modelled, display=display, actors=actors)
             for actor in actors:
                 ray.kill(actor)
-        if display is not None:
+        if display is not None:  # else map_partitions said there is nothing to do
             display.close(sum(docs_in(s) for s in stats))
-        else:
-            self.map_partitions(name, config_hash, task, [])  # says there is nothing to do
         return self.totals(stage, stats, upstream)
 
     def totals(self, stage: PartitionStage, stats: list[dict], upstream: dict[str, Counts]) -> dict[str, Counts]:
