@@ -132,6 +132,7 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
         return (u, v), stats
 
     maps = [bucket_map.remote(g) for g in map_groups]
+    ex.tasks["dedup/bucket_map"] = len(maps)  # each returns partitions + 1 objects
     reduces = [bucket_reduce.remote(*[m[p] for m in maps]) for p in range(parts)]
     edge_refs = [r[0] for r in reduces]
     step = ex.label or "dedup"

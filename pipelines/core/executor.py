@@ -57,6 +57,7 @@ class Executor:
         self.timings: dict[str, float] = {}
         self.details: dict[str, dict] = {}       # stage-level figures for report.json
         self.partition_counts: dict[str, list[Counts]] = {}  # per stage, in file order
+        self.tasks: dict[str, int] = {}          # Ray tasks (or actor calls) started per step, for manifest.json
         self.label = ""                          # of the running stage in progress lines: `3/6 dedup`
 
     # -- services for stages
@@ -132,6 +133,7 @@ class Executor:
         keys = [group_of(files[i]) for i in todo] if group_of else None
         waiting = [[todo[j] for j in g] for g in self.task_groups(
             step, [sizes[i] for i in todo], keys, None if actors is None else len(actors))]
+        self.tasks[step] = self.tasks.get(step, 0) + len(waiting)
         if actors is None:
             start = self.remote(grouped(self.out, step, config_hash, fn), step).remote
         idle = list(actors or ())
@@ -283,6 +285,7 @@ class Executor:
         sizes = self.input_sizes(names[0], files)
         display = self.display(names[0], files, label, weights=sizes)
         pending = {remote.remote([files[i] for i in g]): g for g in self.task_groups(names[0], sizes)}
+        self.tasks[names[0]] = len(pending)
         done: list[dict] = [{} for _ in files]
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
