@@ -8,7 +8,7 @@
                   `verify_threshold` dropped (the paper did not verify)
   4. components   alternating large-star / small-star on Ray (dedup/components.py)
   5. resolve      members shuffled by cluster root; source-rank resolution (dedup/resolve.py)
-  6. apply        one task per group of input files writes dedup/decisions/<source>__<part>.parquet
+  6. apply        one task per group of input files (grouping.py) writes dedup/decisions/<source>__<part>.parquet
                   and the surviving documents dedup/<source>/<part>.parquet
 
 Only steps 1 and 6 touch documents; 2-5 move 8-byte keys through Ray's object store, each task
@@ -166,7 +166,14 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
     _log(ex, f"components converged in {cc['rounds']} rounds")
 
     # -- resolve: members grouped by cluster root, decisions split by file group
-    groups = max(1, min(parts, len(files)))
+    # apply groups: the task groups of the documents (at most `parts`; more are dealt round-robin), so
+    # resolve returns partitions x groups objects, not partitions x files
+    file_groups = ex.task_groups("dedup", [input_bytes(p) for p in docs])
+    groups = max(1, min(parts, len(file_groups)))
+    apply_of = np.zeros(len(files), np.int64)
+    for k, g in enumerate(file_groups):
+        apply_of[g] = k % groups
+    ex.tasks["dedup/apply"] = groups
 
     @ray.remote(**options, num_returns=parts)
     def by_root(pair):
@@ -182,7 +189,7 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
         d, r, reason, _ = resolve(root, doc, file_rank, cfg.mode,
                                   lambda keys: [key_to_nemo_id(k, id_table) for k in keys])
         stats = cluster_stats(root, doc, file_source, len(SOURCE_NAMES))
-        group = ((d >> np.uint64(32)) % np.uint64(groups)).astype(np.int64)
+        group = apply_of[(d >> np.uint64(32)).astype(np.int64)]
         rows = np.stack([d, r, reason.astype(np.uint64)], axis=1)
         out = [rows[group == g] for g in range(groups)]
         return (*out, stats)
@@ -198,7 +205,7 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
         rows = np.concatenate(pieces) if pieces else np.zeros((0, 3), np.uint64)
         rows = rows[np.argsort(rows[:, 0], kind="stable")]
         results = []
-        for i in range(g, len(files), groups):
+        for i in np.flatnonzero(apply_of == g).tolist():
             sf = files[i]
             lo, hi = np.searchsorted(rows[:, 0], [np.uint64(i) << np.uint64(32), np.uint64(i + 1) << np.uint64(32)])
             t0 = time.monotonic()
