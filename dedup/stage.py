@@ -2,12 +2,13 @@
 
   1. signatures   one task per input partition; cached in dedup/signatures/<tag>/ and reused by
                   any later run whose shingling and hash parameters are the same (bands/rows may differ)
-  2. buckets      map: (band key, doc) pairs hashed into P partitions; reduce: star edges per bucket
+  2. buckets      map (one task per group of signature files, so G x P objects, not files x P):
+                  (band key, doc) pairs hashed into P partitions; reduce: star edges per bucket
   3. verify       optional: exact char/word n-gram Jaccard of every candidate edge, edges below
                   `verify_threshold` dropped (the paper did not verify)
   4. components   alternating large-star / small-star on Ray (dedup/components.py)
   5. resolve      members shuffled by cluster root; source-rank resolution (dedup/resolve.py)
-  6. apply        one task per group of input files writes dedup/decisions/<source>__<part>.parquet
+  6. apply        one task per group of input files (grouping.py) writes dedup/decisions/<source>__<part>.parquet
                   and the surviving documents dedup/<source>/<part>.parquet
 
 Only steps 1 and 6 touch documents; 2-5 move 8-byte keys through Ray's object store, each task
@@ -36,7 +37,7 @@ from pipelines.core.counts import Counts, by_source
 from pipelines.core.outputs import read_json, write_json
 from pipelines.core.schema import DOC_SCHEMA
 from pipelines.core.sources import SOURCE_NAMES, SourceFile, make_id
-from pipelines.core.stage import GlobalStage, Partition, StageOutput, write_marker, write_output
+from pipelines.core.stage import GlobalStage, Partition, StageOutput, input_bytes, write_marker, write_output
 
 DECISION_SCHEMA = pa.schema([
     pa.field("nemo_id", pa.string(), nullable=False),
@@ -74,7 +75,8 @@ class DedupStage(GlobalStage):
 
         # signatures depend on the documents (everything upstream) and their own parameters only
         upstream_hash = ex.config_hash(ex.pipeline.upstream_of(self.name)[-1].name)
-        ex.map_partitions(sig_dir, f"{upstream_hash}-{tag}", sig_task, label=f"{ex.label or self.name} signatures")
+        ex.map_partitions(sig_dir, f"{upstream_hash}-{tag}", sig_task, label=f"{ex.label or self.name} signatures",
+                          sizes=[input_bytes(p) for p in docs])
         apply_hash = ex.config_hash(self.name)
         summary_path = out / "dedup" / "summary.json"
         cached = [ex.done(self.name, apply_hash, sf) for sf in ex.files]
@@ -109,13 +111,19 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
     file_source = np.array([source_index[sf.source] for sf in files], np.int64)
     id_parts = ray.put([(sf.id_prefix, sf.partition) for sf in files])
 
-    # -- buckets: map over signature files, reduce into star edges
+    # -- buckets: map over groups of signature files (objects: groups x partitions), reduce into star edges
+    sig_paths = [out / sig_dir / sf.source / f"{sf.part_name}.parquet" for sf in files]
+    map_groups = ex.task_groups("dedup", [input_bytes(p) for p in sig_paths])
+
     @ray.remote(**options, num_returns=parts + 1)
-    def bucket_map(i: int):
-        sf = files[i]
-        rows, sigs = read_signatures(out / sig_dir / sf.source / f"{sf.part_name}.parquet")
-        pieces = bucket_pairs(sigs[:, : cfg.bands * cfg.rows], doc_keys(i, rows), cfg.bands, cfg.rows,
-                              cfg.seed, parts)
+    def bucket_map(group: list[int]):
+        per_part: list[list[np.ndarray]] = [[] for _ in range(parts)]
+        for i in group:
+            rows, sigs = read_signatures(sig_paths[i])
+            for p, piece in enumerate(bucket_pairs(sigs[:, : cfg.bands * cfg.rows], doc_keys(i, rows), cfg.bands,
+                                                   cfg.rows, cfg.seed, parts)):
+                per_part[p].append(piece)
+        pieces = [np.concatenate(ps) for ps in per_part]
         return (*pieces, sum(p.nbytes for p in pieces))
 
     @ray.remote(**options, num_returns=2)
@@ -123,7 +131,8 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
         u, v, stats = bucket_edges(*pieces)
         return (u, v), stats
 
-    maps = [bucket_map.remote(i) for i in range(len(files))]
+    maps = [bucket_map.remote(g) for g in map_groups]
+    ex.tasks["dedup/bucket_map"] = len(maps)  # each returns partitions + 1 objects
     reduces = [bucket_reduce.remote(*[m[p] for m in maps]) for p in range(parts)]
     edge_refs = [r[0] for r in reduces]
     step = ex.label or "dedup"
@@ -157,7 +166,14 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
     _log(ex, f"components converged in {cc['rounds']} rounds")
 
     # -- resolve: members grouped by cluster root, decisions split by file group
-    groups = max(1, min(parts, len(files)))
+    # apply groups: the task groups of the documents (at most `parts`; more are dealt round-robin), so
+    # resolve returns partitions x groups objects, not partitions x files
+    file_groups = ex.task_groups("dedup", [input_bytes(p) for p in docs])
+    groups = max(1, min(parts, len(file_groups)))
+    apply_of = np.zeros(len(files), np.int64)
+    for k, g in enumerate(file_groups):
+        apply_of[g] = k % groups
+    ex.tasks["dedup/apply"] = groups
 
     @ray.remote(**options, num_returns=parts)
     def by_root(pair):
@@ -173,7 +189,7 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
         d, r, reason, _ = resolve(root, doc, file_rank, cfg.mode,
                                   lambda keys: [key_to_nemo_id(k, id_table) for k in keys])
         stats = cluster_stats(root, doc, file_source, len(SOURCE_NAMES))
-        group = ((d >> np.uint64(32)) % np.uint64(groups)).astype(np.int64)
+        group = apply_of[(d >> np.uint64(32)).astype(np.int64)]
         rows = np.stack([d, r, reason.astype(np.uint64)], axis=1)
         out = [rows[group == g] for g in range(groups)]
         return (*out, stats)
@@ -189,7 +205,7 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
         rows = np.concatenate(pieces) if pieces else np.zeros((0, 3), np.uint64)
         rows = rows[np.argsort(rows[:, 0], kind="stable")]
         results = []
-        for i in range(g, len(files), groups):
+        for i in np.flatnonzero(apply_of == g).tolist():
             sf = files[i]
             lo, hi = np.searchsorted(rows[:, 0], [np.uint64(i) << np.uint64(32), np.uint64(i + 1) << np.uint64(32)])
             t0 = time.monotonic()

@@ -302,9 +302,13 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
                        ("dedup.partitions", cfg.dedup.partitions), ("dedup.ngram", cfg.dedup.ngram),
                        ("tokenize.cache_units", cfg.tokenize.cache_units),
                        ("network.max_connections_per_host", cfg.network.max_connections_per_host),
-                       ("network.timeout_s", cfg.network.timeout_s)):
+                       ("network.timeout_s", cfg.network.timeout_s),
+                       ("ray.task_group_mb", cfg.ray.task_group_mb),
+                       ("ray.task_group_files", cfg.ray.task_group_files)):
         if value <= 0:
             raise ConfigError(f"{key}: must be > 0, got {value}")
+    if cfg.ray.task_group_waves < 0:
+        raise ConfigError(f"ray.task_group_waves: must be >= 0, got {cfg.ray.task_group_waves}")
     if cfg.network.retries < 0 or cfg.network.backoff_s < 0 or cfg.network.max_backoff_s < 0:
         raise ConfigError("network.retries, backoff_s and max_backoff_s must be >= 0")
     return cfg

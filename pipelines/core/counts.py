@@ -99,3 +99,17 @@ def by_source(counts: list[Counts], sources=()) -> dict[str, Counts]:
     for c in counts:
         out.setdefault(c.source, Counts(c.source)).add(c)
     return dict(sorted(out.items()))
+
+
+def docs_in(stats: dict) -> int:
+    """Documents a partition received, whatever the step calls them."""
+    return int(stats.get("read", stats.get("docs", 0)))
+
+
+def stage_line(counts: dict[str, Counts]) -> str:
+    """A finished stage's totals, from the same figures report.json gets."""
+    total_in = sum(c.read for c in counts.values())
+    out = sum(c.out for c in counts.values())
+    removed = sum(sum(c.removed.values()) for c in counts.values())
+    quarantined = sum(c.quarantined for c in counts.values())
+    return f"{total_in:,} docs in, {out:,} out, {removed:,} removed, {quarantined:,} quarantined"

@@ -270,6 +270,7 @@ def run_pipeline(pipeline: Pipeline, cfg: Config, resume: bool = False, overwrit
             stage_t0[name] = time.monotonic()
         else:
             manifest["stages"][name]["seconds"] = round(prior_seconds[name] + ex.timings[name], 3)
+            attempt["tasks"] = dict(ex.tasks)  # Ray tasks (or actor calls) per step in this attempt
         manifest["stages"][name]["status"] = status
         write_manifest()
 

@@ -44,6 +44,12 @@ class RayConfig:
     # consecutive partition stages (ingest -> heuristic_filter; tokenize) share one task per partition:
     # the same outputs, fewer tasks to schedule; the progress line then covers the group
     fuse_partition_stages: bool = False
+    # partitions grouped into one task (or actor call) of up to task_group_mb MiB of input and
+    # task_group_files files, lowered to make task_group_waves groups per task slot (0: no floor);
+    # never changes an output byte (pipelines/core/grouping.py)
+    task_group_mb: float = 256.0
+    task_group_files: int = 64
+    task_group_waves: int = 4
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def task_options(self, stage: str) -> dict:

@@ -4,10 +4,11 @@ A stage is one of two kinds:
 
 - `PartitionStage`: a function of one partition (one input file's documents), `process(part, cfg)
   -> StageOutput(docs, counts)`. The executor runs it as Ray tasks (or, when the stage overrides
-  `setup`, on Ray actors that call `setup` once and keep the model), writes the documents and extra
-  tables atomically, writes the completion marker, counts progress, skips partitions already done
-  with the same config, and adds up the counts per source. Consecutive partition stages can run
-  fused in one task per partition (`ray.fuse_partition_stages`).
+  `setup`, on Ray actors that call `setup` once and keep the model), each over a group of
+  partitions one after the other (`ray.task_group_mb`, pipelines/core/grouping.py), writes the
+  documents and extra tables atomically, writes the completion marker, counts progress, skips
+  partitions already done with the same config, and adds up the counts per source. Consecutive
+  partition stages can run fused in one task per group (`ray.fuse_partition_stages`).
 - `GlobalStage`: a step over every partition at once (dedup's shuffles, the shards plan),
   `run(ex, upstream) -> {source: Counts}`, using the executor's services (`ex.map_partitions`,
   `ex.remote`, `ex.wait`, `ex.done`) and this module's `write_output` / `write_marker`, so that
@@ -257,6 +258,21 @@ def logged(out: Path, step: str, config_hash: str, fn: Callable[[SourceFile], di
     return task
 
 
+def grouped(out: Path, step: str, config_hash: str, fn: Callable[[SourceFile], dict]) -> Callable:
+    """`fn` for a worker over a group of partitions (grouping.py): each in turn, logged and marked as
+    if alone; one already marked with this config (a retried group) is not done again."""
+    task = logged(out, step, config_hash, fn)
+
+    def run(files: list[SourceFile]) -> list[dict]:
+        return [_done_or(out, step, config_hash, sf, task) for sf in files]
+    return run
+
+
+def _done_or(out: Path, step: str, config_hash: str, sf: SourceFile, task: Callable[[SourceFile], dict]) -> dict:
+    stats = done_stats(out, step, config_hash, sf)
+    return task(sf) if stats is None else stats
+
+
 def write_output(part: Partition, output: StageOutput) -> dict:
     """Write a partition's documents and side tables atomically; returns its counts as marker stats.
     Side tables are written first, so the documents appearing means the partition is whole."""
@@ -288,15 +304,16 @@ def process_partition(stage: PartitionStage, cfg, part: Partition) -> dict:
 
 @ray.remote
 class StageWorker:
-    """A model-backed stage on one actor: `setup` once, then any number of partitions."""
+    """A model-backed stage on one actor: `setup` once, then any number of groups of partitions."""
 
     def __init__(self, stage: PartitionStage, cfg):
         self.stage, self.cfg = stage, cfg
         stage.setup(cfg)
 
-    def run(self, part: Partition, config_hash: str) -> dict:
-        return logged(part.run, part.stage, config_hash,
-                      lambda sf: process_partition(self.stage, self.cfg, part))(part.file)
+    def run(self, parts: list[Partition], config_hash: str) -> list[dict]:
+        """A group of partitions, one after the other (a retried call skips those already marked)."""
+        return [_done_or(p.run, p.stage, config_hash, p.file, logged(
+            p.run, p.stage, config_hash, lambda sf, p=p: process_partition(self.stage, self.cfg, p))) for p in parts]
 
 
 def done_stats(out: Path, step: str, config_hash: str, sf: SourceFile) -> dict | None:
