@@ -2,9 +2,9 @@
 
   ingest -> heuristic_filter -> dedup -> quality_filter -> tokenize -> shards
 
-Run it with `pipelines.core.run.run(PIPELINE, cfg)` (what `zyda2.py run` does). Adding a stage is
-one class (pipelines/core/stage.py) and one line here, or, without editing this file,
-`run(PIPELINE.with_stage(MyStage(), after="dedup"), cfg)`.
+Run it with `pipelines.core.run.run_pipeline(PIPELINE, cfg)` (what `zyda2.py run` does). Adding a
+stage is one class (pipelines/core/stage.py) and one line here, or, without editing this file,
+`run_pipeline(PIPELINE.with_stage(MyStage(), after="dedup"), cfg)`.
 """
 
 from dedup.stage import DedupStage

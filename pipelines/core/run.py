@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -195,10 +196,12 @@ def rerun_dedup(pipeline: Pipeline, run_dir: Path, overrides: list[str], output:
                         links=links, command=command)
 
 
-def _is_complete(out: Path, old: dict | None, stages: list[str]) -> bool:
-    """The folder holds a finished, balanced run of every stage asked for (nothing to resume)."""
+def _is_complete(out: Path, old: dict | None, stage_hashes: dict[str, str]) -> bool:
+    """The folder holds a finished, balanced run of every stage asked for, each with the same chained
+    config hash (a stage's own parameters, e.g. one defined outside the config, count): nothing to resume."""
     return bool(old and old.get("status") == "done" and (out / "report.json").exists()
-                and all(old.get("stages", {}).get(s, {}).get("status") == "done" for s in stages))
+                and all(old.get("stages", {}).get(s, {}).get("status") == "done"
+                        and old.get("stage_hashes", {}).get(s) == h for s, h in stage_hashes.items()))
 
 
 def _now() -> str:
@@ -221,9 +224,9 @@ def run_pipeline(pipeline: Pipeline, cfg: Config, resume: bool = False, overwrit
 
     manifest.json keeps, across resumes: `command` (argv of each attempt under `attempts`, with
     its status and seconds), `stages` {name: {status, seconds}} where seconds add up over every
-    attempt, and `total_seconds`. Raises RunError when there is nothing to read (`check_inputs`) or
-    a source ingests no document, unless `allow_empty`, and ConfigError when `ray.stage_resources`
-    names a stage the pipeline does not have."""
+    attempt, `stage_hashes` {name: chained config hash} and `total_seconds`. Raises RunError when
+    there is nothing to read (`check_inputs`) or a source ingests no document, unless `allow_empty`,
+    and ConfigError when `ray.stage_resources` names a stage the pipeline does not have."""
     check_stage_names(pipeline, cfg)
     if until is not None:
         only = list(pipeline.names[: pipeline.names.index(until) + 1])
@@ -231,7 +234,8 @@ def run_pipeline(pipeline: Pipeline, cfg: Config, resume: bool = False, overwrit
     files = discover(cfg)
     check_inputs(cfg, files, allow_empty)
     planned = [s.name for s in pipeline.planned(cfg, only)]
-    if resume and _is_complete(out, old, planned):
+    stage_hashes = {name: pipeline.config_hash(cfg, name) for name in planned}
+    if resume and _is_complete(out, old, stage_hashes):
         # said even with --quiet: it is the answer to the command, not progress
         say(False, "resume", f"{out} is complete: all {len(planned)} stages finished "
                              f"({old.get('finished_at')}); nothing to do")
@@ -245,12 +249,13 @@ def run_pipeline(pipeline: Pipeline, cfg: Config, resume: bool = False, overwrit
     prior_seconds = {name: float(prior.get(name, {}).get("seconds", 0.0)) if isinstance(prior.get(name), dict)
                      else 0.0 for name in planned}
     attempts = list((old or {}).get("attempts", []))
+    command = list(sys.argv) if command is None else command  # a run started from Python: its script's argv
     attempt = {"command": command, "started_at": _now(), "status": "running", "seconds": 0.0}
     attempts.append(attempt)
     manifest = {"run_name": cfg.run_name, "config": cfg.to_dict(), "config_hash": cfg.hash(), "stages_run": only,
                 "versions": versions(PACKAGES), "git_commit": git_commit(), "status": "running",
                 "command": command, "started_at": (old or {}).get("started_at", attempt["started_at"]),
-                "attempts": attempts, "total_seconds": 0.0,
+                "attempts": attempts, "total_seconds": 0.0, "stage_hashes": stage_hashes,
                 "stages": {name: {"status": "done" if prior.get(name, {}).get("status") == "done" and
                                   isinstance(prior.get(name), dict) else "pending",
                                   "seconds": round(prior_seconds[name], 3)} for name in planned}}

@@ -52,13 +52,13 @@ def _cfg(out: Path, *overrides: str):
                        output_dir=str(out))
 
 
-def _short_docs(folder: Path) -> dict[str, int]:
+def _short_docs(folder: Path, min_chars: int = MIN_CHARS) -> dict[str, int]:
     """Independent count: documents under `min_chars` in each source's dedup output."""
     counts = {}
     for source in SOURCE_NAMES:
         for path in sorted((folder / source).glob("*.parquet")):
             lengths = pc.utf8_length(pq.read_table(path, columns=["text"]).column("text"))
-            counts[source] = counts.get(source, 0) + (pc.sum(pc.less(lengths, MIN_CHARS)).as_py() or 0)
+            counts[source] = counts.get(source, 0) + (pc.sum(pc.less(lengths, min_chars)).as_py() or 0)
     return counts
 
 
@@ -92,6 +92,16 @@ def test_a_stage_added_from_a_test_file_runs_end_to_end(ray_instance, tmp_path, 
     run_pipeline(pipeline, _cfg(cut), resume=True, quiet=True)
     assert {p: p.stat().st_mtime_ns for p in (cut / "length_filter" / "_done").iterdir()} == markers
     assert files_digest(cut) == files_digest(out)
+
+    # resuming the finished run with another parameter is not "complete": the stage and every later
+    # one are recomputed, the stages before it are not
+    dedup_markers = {p: p.stat().st_mtime_ns for p in (cut / "dedup" / "_done").iterdir()}
+    again = run_pipeline(PIPELINE.with_stage(LengthFilter(500), after="dedup"), _cfg(cut), resume=True, quiet=True)
+    assert {p: p.stat().st_mtime_ns for p in (cut / "dedup" / "_done").iterdir()} == dedup_markers
+    shorter = {s: r["stages"]["length_filter"]["removed"].get("shorter_than_500", 0)
+               for s, r in again["sources"].items()}
+    assert shorter == {s: _short_docs(out / "dedup", 500).get(s, 0) for s in again["sources"]}
+    assert again["totals"]["kept"] > report["totals"]["kept"]
 
 
 def test_config_hashes_chain_through_the_pipeline(tmp_path):
