@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 
-from pipelines.core.config import SOURCE_NAMES, ConfigError, load_config
+from pipelines.core.config import ConfigError, load_config
+from pipelines.core.sources import SOURCE_NAMES, SOURCES
 
 
 class CommandError(RuntimeError):
@@ -12,7 +13,7 @@ class CommandError(RuntimeError):
     (`zyda2.py` prints it as one error line and exits 2)."""
 
 
-SOURCE_ALIASES = {"fineweb-edu": "fwe", "dolma": "dolma-cc"}  # the input folder names work too
+SOURCE_ALIASES = {alias: name for name, spec in SOURCES.items() for alias in spec.aliases}
 
 
 def source_overrides(names: str | None) -> list[str]:

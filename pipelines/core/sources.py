@@ -34,6 +34,7 @@ class SourceSpec:
     lifted: dict[str, str] = field(default_factory=dict)  # native column -> typed DOC_SCHEMA column
     url_field: str | None = None   # nested native field holding `url` (Dolma `metadata`, Zyda `source_other`)
     subfolder_prefix: str | None = None  # path part that names the Hub subfolder (and the id prefix)
+    aliases: tuple[str, ...] = ()  # other names `--sources` accepts (e.g. the dataset's own name)
 
     def subfolder(self, rel: str) -> str | None:
         """The path part of `rel` that starts with `subfolder_prefix` (a shard, dump or sub-corpus)."""
@@ -48,11 +49,11 @@ SOURCES: dict[str, SourceSpec] = {s.name: s for s in (
                subfolder_prefix="global-shard"),
     SourceSpec("fwe", "fineweb-edu", ("**/*.parquet",), "fwe3",
                {"id": "native_id", "url": "url", "int_score": "int_score", "score": "edu_score"},
-               subfolder_prefix="CC-MAIN-"),
+               subfolder_prefix="CC-MAIN-", aliases=("fineweb-edu",)),
     SourceSpec("zyda", "zyda", ("**/*.parquet",), "zyda_crossdeduped-filtered", url_field="source_other",
                subfolder_prefix="zyda_"),
     SourceSpec("dolma-cc", "dolma-cc", ("**/*.json.gz",), "dolma-cc_crossdeduped-filtered", {"id": "native_id"},
-               url_field="metadata", subfolder_prefix="cc_en"),
+               url_field="metadata", subfolder_prefix="cc_en", aliases=("dolma",)),
 )}
 SOURCE_NAMES = tuple(SOURCES)
 COMPONENTS = {name: spec.component for name, spec in SOURCES.items()}  # source -> released component
