@@ -64,13 +64,13 @@ class Executor:
     def config_hash(self, stage: str) -> str:
         return self.pipeline.config_hash(self.cfg, stage)
 
+    def docs_folder(self, stage: str, source: str) -> str | None:
+        """Where `source`'s documents are when `stage` starts (None for the first stage: the inputs)."""
+        return None if stage == self.pipeline.names[0] else self.pipeline.docs_folder(self.cfg, stage, source)
+
     def partition(self, stage: str, sf: SourceFile) -> Partition:
         """`sf` as stage `stage` sees it: its current documents are where the pipeline put them."""
-        docs = None
-        if stage != self.pipeline.names[0]:
-            folder = self.pipeline.docs_folder(self.cfg, stage, sf.source)
-            docs = self.out / folder / sf.source / f"{sf.part_name}.parquet"
-        return Partition(sf, self.out, docs, stage, self.progress)
+        return Partition.at(sf, self.out, self.docs_folder(stage, sf.source), stage, self.progress)
 
     def options(self, step: str) -> dict:
         return self.cfg.ray.task_options(step)
@@ -206,12 +206,10 @@ class Executor:
         modelled = [sf for sf in files if stage.uses_setup(cfg, sf.source)]
 
         out, progress = self.out, self.progress
-        folders = {s: self.pipeline.docs_folder(cfg, name, s) for s in {sf.source for sf in files}}
-        first = name == self.pipeline.names[0]
+        folders = {s: self.docs_folder(name, s) for s in {sf.source for sf in files}}
 
         def task(sf: SourceFile) -> dict:  # ships the stage and config only, not the executor
-            docs = None if first else out / folders[sf.source] / sf.source / f"{sf.part_name}.parquet"
-            return process_partition(stage, cfg, Partition(sf, out, docs, name, progress))
+            return process_partition(stage, cfg, Partition.at(sf, out, folders[sf.source], name, progress))
 
         sizes = self.input_sizes(name, plain + modelled)
         display = self.display(name, plain + modelled, weights=sizes) if files else None
@@ -260,9 +258,7 @@ class Executor:
         names = [s.name for s in stages]
         hashes = {s.name: self.config_hash(s.name) for s in stages}
         files = [sf for sf in self.files if any(s.applies_to(cfg, sf.source) for s in stages)]
-        folders = {(s.name, sf.source): self.pipeline.docs_folder(cfg, s.name, sf.source)
-                   for s in stages for sf in files}
-        first = self.pipeline.names[0]
+        folders = {(s.name, sf.source): self.docs_folder(s.name, sf.source) for s in stages for sf in files}
         for s in stages:
             s.check(cfg)
 
@@ -274,9 +270,7 @@ class Executor:
                         continue
                     result[s.name] = done_stats(out, s.name, hashes[s.name], sf)
                     if result[s.name] is None:
-                        docs = None if s.name == first else \
-                            out / folders[(s.name, sf.source)] / sf.source / f"{sf.part_name}.parquet"
-                        part = Partition(sf, out, docs, s.name, progress)
+                        part = Partition.at(sf, out, folders[(s.name, sf.source)], s.name, progress)
                         result[s.name] = logged(out, s.name, hashes[s.name],
                                                 lambda _sf: process_partition(s, cfg, part))(sf)
             return results

@@ -62,6 +62,12 @@ class Partition:
     reported_docs: int = 0
     reported_bytes: int = 0
 
+    @classmethod
+    def at(cls, sf: SourceFile, run: Path, folder: str | None, stage: str, progress=None) -> Partition:
+        """`sf` for `stage`, its documents in `<run>/<folder>/` (folder None: not written yet, ingest)."""
+        docs = None if folder is None else run / folder / sf.source / f"{sf.part_name}.parquet"
+        return cls(sf, run, docs, stage, progress)
+
     @property
     def source(self) -> str:
         return self.file.source
