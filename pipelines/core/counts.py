@@ -31,10 +31,6 @@ class Counts:
     notes: dict = field(default_factory=dict)
     untouched: bool = False             # a source the stage passed through without reading it
 
-    @property
-    def balanced(self) -> bool:
-        return self.read == self.out + sum(self.removed.values()) + self.quarantined
-
     # -- partitions: the `stats` of a completion marker
     def partition_dict(self) -> dict:
         d = {"source": self.source, "read": self.read, "out": self.out, "removed": dict(sorted(self.removed.items())),
