@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from dedup.minhash import signatures
 from pipelines.core.outputs import write_table
+from pipelines.core.schema import read_documents
 
 
 def signature_tag(cfg) -> str:
@@ -26,7 +27,7 @@ def signature_tag(cfg) -> str:
 def write_signatures(docs_path: Path, out_path: Path, cfg) -> int:
     """Signatures of one partition's documents (`cfg`: the `dedup` section) to `out_path`; returns
     the number of documents."""
-    table = pq.read_table(docs_path, columns=["text", "src_row"])
+    table = read_documents(docs_path, ["text", "src_row"])
     sigs = signatures(table.column("text"), cfg)
     flat = pa.array(sigs.ravel(), pa.uint32() if cfg.hash_bits == 32 else pa.uint64())
     write_table(out_path, pa.table({"src_row": table.column("src_row"),

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
 from dedup.components import connected_components, split_by
@@ -35,7 +34,7 @@ from dedup.signatures import read_signatures, signature_tag, write_signatures
 from pipelines.core.config import DedupConfig
 from pipelines.core.counts import Counts, by_source
 from pipelines.core.outputs import read_json, write_json
-from pipelines.core.schema import DOC_SCHEMA
+from pipelines.core.schema import DOC_SCHEMA, documents_file, read_documents
 from pipelines.core.sources import SOURCE_NAMES, SourceFile, make_id
 from pipelines.core.stage import GlobalStage, Partition, StageOutput, input_bytes, write_marker, write_output
 
@@ -70,13 +69,13 @@ class DedupStage(GlobalStage):
         def sig_task(sf: SourceFile) -> dict:
             path = docs[index[(sf.source, sf.rel)]]
             n = write_signatures(path, out / sig_dir / sf.source / f"{sf.part_name}.parquet", cfg)
-            progress.add.remote(sig_dir, n, path.stat().st_size)
+            progress.add.remote(sig_dir, n, documents_file(path).stat().st_size)
             return {"source": sf.source, "docs": n}
 
         # signatures depend on the documents (everything upstream) and their own parameters only
         upstream_hash = ex.config_hash(ex.pipeline.upstream_of(self.name)[-1].name)
         ex.map_partitions(sig_dir, f"{upstream_hash}-{tag}", sig_task, label=f"{ex.label or self.name} signatures",
-                          sizes=[input_bytes(p) for p in docs])
+                          sizes=ex.input_sizes(self.name, ex.files))
         apply_hash = ex.config_hash(self.name)
         summary_path = out / "dedup" / "summary.json"
         cached = [ex.done(self.name, apply_hash, sf) for sf in ex.files]
@@ -168,7 +167,7 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
     # -- resolve: members grouped by cluster root, decisions split by file group
     # apply groups: the task groups of the documents (at most `parts`; more are dealt round-robin), so
     # resolve returns partitions x groups objects, not partitions x files
-    file_groups = ex.task_groups("dedup", [input_bytes(p) for p in docs])
+    file_groups = ex.task_groups("dedup", ex.input_sizes("dedup", files))
     groups = max(1, min(parts, len(file_groups)))
     apply_of = np.zeros(len(files), np.int64)
     for k, g in enumerate(file_groups):
@@ -245,7 +244,7 @@ def apply_decisions(part: Partition, rows: np.ndarray, id_table) -> StageOutput:
     """One partition's surviving documents and its decisions (a side table); rows are
     (document key, cluster root key, reason code) of its clustered documents."""
     sf = part.file
-    table = pq.read_table(part.docs)
+    table = read_documents(part.docs)
     src_row = table.column("src_row").to_numpy()
     dec_rows = (rows[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
     reasons = rows[:, 2].astype(np.int64)
@@ -277,7 +276,7 @@ def verify_edges(edges, docs: list[Path], cfg: DedupConfig) -> tuple[tuple[np.nd
         needed.setdefault(int(key >> np.uint64(32)), set()).add(int(key & np.uint64(0xFFFFFFFF)))
     shingles: dict[int, np.ndarray] = {}
     for fi, rows in sorted(needed.items()):
-        table = pq.read_table(docs[fi], columns=["text", "src_row"])
+        table = read_documents(docs[fi], ["text", "src_row"])
         for text, row in zip(table.column("text").to_pylist(), table.column("src_row").to_pylist()):
             if row in rows:
                 shingles[(fi << 32) | row] = shingle_set(text, cfg)

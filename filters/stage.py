@@ -16,12 +16,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from filters.base import DocumentFilter, MinIntScore, judge
 from filters.heuristics import HeuristicFilters
 from pipelines.core.counts import Counts
-from pipelines.core.schema import with_quality_columns
+from pipelines.core.schema import read_documents, with_quality_columns
 from pipelines.core.stage import Partition, PartitionStage, StageOutput
 
 EXCERPT_CHARS = 300
@@ -59,7 +58,7 @@ class FilterStage(PartitionStage):
         raise NotImplementedError
 
     def process(self, part: Partition, cfg) -> StageOutput:
-        table = pq.read_table(part.docs)
+        table = read_documents(part.docs)
         flt = self.filter_for(cfg, part.source)
         reasons, scores = judge(flt, table)
         return filtered(part, self.with_scores(table, flt, scores), reasons, self.examples_for(cfg))

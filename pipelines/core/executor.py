@@ -89,10 +89,12 @@ class Executor:
                                weights=weights or [input_bytes(sf.url) for sf in files])
 
     def input_sizes(self, stage: str, files: list[SourceFile]) -> list[float]:
-        """Bytes each partition reads in `stage`: the input file for the first stage, else its documents."""
+        """Bytes each partition reads in `stage`: the input file for the first stage, else its documents
+        (the file holding their text, which a selection only points into)."""
         if stage == self.pipeline.names[0]:
             return [input_bytes(sf.url) for sf in files]
-        return [input_bytes(self.partition(stage, sf).docs) for sf in files]
+        return [input_bytes(Partition.at(sf, self.out, self.pipeline.documents_folder(self.cfg, stage, sf.source),
+                                         stage).docs) for sf in files]
 
     def task_groups(self, step: str, sizes: list[float], keys: list | None = None,
                     slots: int | None = None) -> list[list[int]]:

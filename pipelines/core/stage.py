@@ -42,7 +42,7 @@ import ray
 
 from pipelines.core.counts import Counts
 from pipelines.core.outputs import PartitionWriter, read_json, write_json, write_table
-from pipelines.core.schema import DOC_SCHEMA
+from pipelines.core.schema import DOC_SCHEMA, documents_file, selection
 from pipelines.core.sources import SourceFile
 
 
@@ -110,6 +110,9 @@ class Stage:
     section: str | None = None   # config section the outputs depend on; default: `name` if Config has it
     needs: tuple[str, ...] = ()  # other config sections the outputs depend on
     writes_docs: bool = True     # later stages read the sources it applies to from `<run>/<name>/`
+    # it only removes documents and adds columns, so its documents are stored as a selection of the
+    # documents it read (schema.py; the text is written once per run); False: written in full
+    selects: bool = True
     errors: tuple[type[BaseException], ...] = ()  # raised in a worker, these end the run with their one line
 
     def config_section(self, cfg) -> str | None:
@@ -210,6 +213,15 @@ class Pipeline:
                 folder = s.name
         return folder
 
+    def documents_folder(self, cfg, name: str, source: str) -> str:
+        """Folder holding the full documents (the text) behind `docs_folder`: the last stage before
+        `name` that writes them in full rather than as a selection (at least the first stage)."""
+        folder = self.stages[0].name
+        for s in self.upstream_of(name):
+            if s.writes_docs and not s.selects and s.enabled(cfg) and s.applies_to(cfg, source):
+                folder = s.name
+        return folder
+
     def config_hash(self, cfg, name: str) -> str:
         """What stage `name`'s outputs depend on: its own and every earlier stage's config section and
         parameters (chained, never hand-listed), plus the sections it `needs`."""
@@ -279,14 +291,21 @@ def _done_or(out: Path, step: str, config_hash: str, sf: SourceFile, task: Calla
     return task(sf) if stats is None else stats
 
 
-def write_output(part: Partition, output: StageOutput) -> dict:
+def write_output(part: Partition, output: StageOutput, selects: bool = True) -> dict:
     """Write a partition's documents and side tables atomically; returns its counts as marker stats.
-    Side tables are written first, so the documents appearing means the partition is whole."""
+    Side tables are written first, so the documents appearing means the partition is whole.
+
+    Documents a stage derived from documents it read (`part.docs`) are written as a selection of
+    them when the stage `selects` (schema.py: src_row + added columns), so the text is never copied."""
     docs = output.docs
     if docs is None:
         for path, table in output.tables.items():
             write_table(path, table)
         return output.counts.partition_dict()
+    if selects and part.docs is not None:
+        if not isinstance(docs, pa.Table):
+            docs = pa.Table.from_batches(list(docs), schema=output.schema)
+        docs = selection(docs, documents_file(part.docs), part.output())
     writer = PartitionWriter(part.output(), docs.schema if isinstance(docs, pa.Table) else output.schema)
     if isinstance(docs, pa.Table):
         writer.write_table(docs)
@@ -300,10 +319,10 @@ def write_output(part: Partition, output: StageOutput) -> dict:
 def process_partition(stage: PartitionStage, cfg, part: Partition) -> dict:
     """One partition through one stage: process, write, count the progress it did not report."""
     output = stage.process(part, cfg)
-    stats = write_output(part, output)
+    stats = write_output(part, output, stage.writes_docs and stage.selects)
     nbytes = output.progress_bytes
     if nbytes is None:
-        nbytes = int(input_bytes(part.docs)) if part.docs is not None else 0
+        nbytes = int(input_bytes(documents_file(part.docs))) if part.docs is not None else 0
     part.advance(output.counts.read - part.reported_docs, max(nbytes - part.reported_bytes, 0))
     return stats
 

@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.core.schema import document_columns, read_documents
+
 SCORE_COLUMNS = {"quality_prob": "classifier P(High)", "int_score": "FineWeb-Edu int_score",
                  "dclm_fasttext_prob": "DCLM fastText probability"}
 NEMO_ID_DIGITS = 15  # a nemo_id ends in its 10-digit row and 5-digit partition (pipelines/sources.make_id)
@@ -128,7 +130,7 @@ def _docs_folder(run: Path, source: str, upto: str) -> Path | None:
     stages = json.loads((run / "report.json").read_text())["stages"]
     for stage in stages[: stages.index(upto) + 1] if upto in stages else stages:
         files = parquet_files(run / stage / source)
-        if files and "text" in pq.read_schema(files[0]).names:  # documents, not tokens
+        if files and document_columns(files[0]) is not None:  # documents, not tokens
             found = run / stage / source
     return found
 
@@ -137,12 +139,12 @@ def sample_column(folder: Path, column: str, sample_docs: int) -> tuple[np.ndarr
     """(non-null values of `column` in every k-th file, documents read, documents in the folder);
     k is the smallest stride that reads at most about `sample_docs` documents."""
     files = parquet_files(folder)
-    if not files or column not in pq.read_schema(files[0]).names:
+    if not files or column not in (document_columns(files[0]) or ()):
         return np.zeros(0), 0, 0
     rows = [pq.read_metadata(f).num_rows for f in files]
     stride = max(1, math.ceil(sum(rows) / sample_docs))
     picked = files[::stride]
-    values = [pq.read_table(f, columns=[column]).column(column) for f in picked]
+    values = [read_documents(f, [column]).column(column) for f in picked]
     col = pa.chunked_array([c for v in values for c in v.chunks], values[0].type)
     read = len(col)
     col = pc.drop_null(col)

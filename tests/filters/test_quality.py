@@ -13,6 +13,7 @@ import pytest
 
 import zyda2
 from filters.quality import DebertaClassifier, FastTextClassifier, metrics, read_labels, roc_auc, split
+from pipelines.core.schema import read_folder
 from tests.conftest import run_local
 
 
@@ -132,7 +133,7 @@ def test_deberta_backend_in_a_full_run(ray_instance, data_dir, tiny_deberta, tmp
         "quality_filter.max_chars=2000", "quality_filter.max_tokens=256", "ingest.max_docs_per_file=15"])
     assert report["totals"]["balanced"]
     for source in ("zyda", "dolma-cc"):
-        scored = pq.read_table(sorted((out / "quality_filter" / source).glob("*.parquet"))).to_pandas()
+        scored = read_folder(out / "quality_filter" / source).to_pandas()
         assert set(scored["quality_pred"]) <= {"High"} and scored["quality_prob"].between(0, 1).all()
         stage = report["sources"][source]["stages"]["quality_filter"]
         assert stage["out"] == len(scored) and set(stage["removed"]) <= {"quality:Low", "quality:Medium"}
@@ -146,12 +147,12 @@ def test_per_source_policy_in_the_recipe_run(local_run):
     assert not (out / "quality_filter" / "dclm").exists()           # untouched sources are not copied
     for source in ("zyda", "dolma-cc"):
         assert q[source]["removed"].get("quality:Low", 0) > 0
-        kept = pq.read_table(sorted((out / "quality_filter" / source).glob("*.parquet"))).to_pandas()
+        kept = read_folder(out / "quality_filter" / source).to_pandas()
         assert (kept["quality_pred"] == "High").all() and len(kept) == q[source]["out"]
         shown = report["details"]["quality_filter"]["examples"][source]["quality:Low"]
         assert 1 <= len(shown) <= 5 and all(e["nemo_id"] and e["excerpt"] for e in shown)
         assert q[source]["removed_chars"]["quality:Low"] > 0
-    fwe = pq.read_table(sorted((out / "quality_filter" / "fwe").glob("*.parquet"))).to_pandas()
+    fwe = read_folder(out / "quality_filter" / "fwe").to_pandas()
     assert fwe["quality_pred"].isna().all() and (fwe["int_score"] >= 3).all()
 
 

@@ -10,11 +10,11 @@ import re
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from filters.stage import FilterStage
 from pipelines.core.config import load_config
 from pipelines.core.run import run_pipeline
+from pipelines.core.schema import read_documents, read_folder
 from pipelines.core.sources import SOURCE_NAMES
 from pipelines.pipeline import PIPELINE
 from tests.conftest import DATA, REPO, files_digest
@@ -57,7 +57,7 @@ def _short_docs(folder: Path, min_chars: int = MIN_CHARS) -> dict[str, int]:
     counts = {}
     for source in SOURCE_NAMES:
         for path in sorted((folder / source).glob("*.parquet")):
-            lengths = pc.utf8_length(pq.read_table(path, columns=["text"]).column("text"))
+            lengths = pc.utf8_length(read_documents(path, ["text"]).column("text"))
             counts[source] = counts.get(source, 0) + (pc.sum(pc.less(lengths, min_chars)).as_py() or 0)
     return counts
 
@@ -78,7 +78,7 @@ def test_a_stage_added_from_a_test_file_runs_end_to_end(ray_instance, tmp_path, 
         assert row["stages"]["quality_filter"]["in"] == stage["out"]  # the next stage read its output
         assert row["removed"].get(f"length_filter:shorter_than_{MIN_CHARS}", 0) == expected.get(source, 0)
     assert sorted(p.name for p in (out / "length_filter").iterdir()) == ["_done", "dclm", "dolma-cc", "fwe", "zyda"]
-    kept = pq.read_table(out / "length_filter" / "zyda").column("text")
+    kept = read_folder(out / "length_filter" / "zyda", ["text"]).column("text")
     assert pc.min(pc.utf8_length(kept)).as_py() >= MIN_CHARS
     assert report["details"]["length_filter"]["examples"]  # removed examples come with the FilterStage
     err = capsys.readouterr().err
@@ -142,11 +142,12 @@ def test_fused_stages_write_what_unfused_stages_write(local_run, tmp_path, capsy
 
 
 # sha256 over every output of the local recipe on the shared fixtures (files_digest: all but the
-# manifest, logs and marker timings; the data folder reads as a placeholder), taken before the stage
-# contract was introduced: the refactor moved no byte. Markers count without their config hash, which
+# manifest, logs and marker timings; the data folder reads as a placeholder). Re-pinned when the stages
+# after ingest began storing selections instead of copies (issue 18): only their own folders changed;
+# tokens, shards, Hub parquet and dedup decisions kept every byte. Markers count without their config hash, which
 # hashes the quality model's absolute path (a checkout elsewhere has another); the hashes themselves
 # are pinned by test_config_hashes_chain_through_the_pipeline.
-TREE_SHA256 = "e6cfd7d117080ccf834572857f3a22f1a1b3ce4810e7ed5cfd181e134b4d5df7"
+TREE_SHA256 = "873def41aa8e7bd28ceb13cd880ad757a898e918cf7ec75016d65894c1c85048"
 
 
 def tree_hash(root: Path) -> str:

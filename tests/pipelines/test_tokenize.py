@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.core.schema import read_folder
 from pipelines.core.sources import COMPONENTS
 from pipelines.tokens.indexed import write_indexed
 from pipelines.tokens.indexed_dataset import IndexedDataset
@@ -46,7 +47,7 @@ def test_shards_hold_exactly_the_tokens_of_every_kept_document(local_run):
         tok = pq.read_table(sorted((out / "tokenize" / source).glob("*.parquet"))).to_pandas()
         # ids equal a fresh encoding of the documents the last stage kept
         where = {"dclm": "dedup"}.get(source, "quality_filter")
-        docs = pq.read_table(sorted((out / where / source).glob("*.parquet"))).to_pandas()
+        docs = read_folder(out / where / source).to_pandas()
         assert list(docs["nemo_id"]) == list(tok["nemo_id"])
         fresh = encode(list(docs["text"]))
         assert all(list(a) == b for a, b in zip(tok["tokens"], fresh))
@@ -111,7 +112,7 @@ def test_mixture_proportions_match_weights(local_run):
 def test_anneal_set_is_higher_quality(local_run):
     out, _ = local_run
     tok = pq.read_table(sorted((out / "tokenize" / "fwe").glob("*.parquet"))).to_pandas()
-    docs = pq.read_table(sorted((out / "quality_filter" / "fwe").glob("*.parquet"))).to_pandas()
+    docs = read_folder(out / "quality_filter" / "fwe").to_pandas()
     merged = tok.merge(docs[["nemo_id", "int_score"]], on="nemo_id")
     assert (merged.loc[merged["anneal"], "int_score"] >= 4).all()
     assert ((merged["int_score"] >= 4) & (merged["split"] == "train") == merged["anneal"]).all()
