@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.core.schema import read_documents
 from tests.conftest import run_local
 
 # case -> (disabled sources, {source: (read, kept, quarantined, {quarantine reason: n}, {removal: n} or None)})
@@ -46,7 +48,7 @@ def ext_runs(ray_instance, data_dir, tmp_path_factory):
 
 def _table(out, folder):
     files = sorted((out / folder).glob("*/*.parquet") if folder != "quarantine" else (out / folder).glob("*.parquet"))
-    return pq.read_table(files).to_pandas() if files else None
+    return pa.concat_tables([read_documents(f) for f in files]).to_pandas() if files else None  # selections resolved
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
