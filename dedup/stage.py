@@ -64,10 +64,10 @@ class DedupStage(GlobalStage):
         sig_dir = f"dedup/signatures/{tag}"
         out, progress = ex.out, ex.progress
         docs = [ex.partition(self.name, sf).docs for sf in ex.files]
-        index = {(sf.source, sf.rel): i for i, sf in enumerate(ex.files)}
+        index = {sf: i for i, sf in enumerate(ex.files)}  # a file's pieces share its rel
 
         def sig_task(sf: SourceFile) -> dict:
-            path = docs[index[(sf.source, sf.rel)]]
+            path = docs[index[sf]]
             n = write_signatures(path, out / sig_dir / sf.source / f"{sf.part_name}.parquet", cfg)
             progress.add.remote(sig_dir, n, documents_file(path).stat().st_size)
             return {"source": sf.source, "docs": n}

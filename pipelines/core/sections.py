@@ -77,6 +77,9 @@ class IngestConfig:
     max_files_per_source: int | None = None  # sampling for demos; None = every file
     max_docs_per_file: int | None = None  # sampling for demos; None = whole file
     excerpt_chars: int = 200  # raw excerpt kept in quarantine records
+    # a parquet file larger than this (MB on disk) is ingested as pieces of whole row groups of about
+    # this size, each its own partition (bounded task memory, balanced tasks); None: never split
+    split_mb: float | None = 512
 
 
 @dataclass

@@ -61,22 +61,35 @@ INPUT_FOLDERS = {name: spec.folder for name, spec in SOURCES.items()}  # source 
 
 
 @dataclass(frozen=True)
+class Piece:
+    """Row groups [first_group, end_group) of a parquet file, whose first row is the file's row `first_row`."""
+    first_group: int
+    end_group: int
+    first_row: int
+
+
+@dataclass(frozen=True)
 class SourceFile:
-    """One input file: the unit of work (a partition)."""
+    """One input file, or one piece of a large one (`ingest.split_mb`): the unit of work (a partition).
+    The pieces of a file share its `rel`, `id_prefix` and `partition`, and rows count from the file's
+    start, so `nemo_id` and provenance are those of the whole file."""
     source: str
     url: str          # absolute local path or fsspec URL
     rel: str          # path relative to the source folder (provenance: `src_file`)
     fmt: str
     id_prefix: str
     partition: int    # index among the files with the same id_prefix
+    piece: Piece | None = None  # None: the whole file
 
     @property
     def part_name(self) -> str:
-        """File-system-safe name of this partition's outputs: `part_name(rel)`."""
-        return part_name(self.rel)
+        """File-system-safe name of this partition's outputs: `part_name(rel)`, and for a piece
+        `%rg<first row group>` (`%r` never occurs in an encoded name, so a piece cannot meet a file)."""
+        name = part_name(self.rel)
+        return name if self.piece is None else f"{name}%rg{self.piece.first_group:05d}"
 
 
-MAX_PART_NAME_BYTES = 160  # leaves room for "<source>__", ".parquet", temp-file affixes within NAME_MAX (255)
+MAX_PART_NAME_BYTES = 160  # leaves room for "<source>__", a piece's %rgNNNNN, ".parquet", temp affixes (NAME_MAX 255)
 
 
 def part_name(rel: str) -> str:

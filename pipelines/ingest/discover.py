@@ -6,14 +6,19 @@ same way; remote listings are retried like reads (pipelines/ingest/remote.py).
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines.core.config import Config, ConfigError, SourceConfig, is_url
-from pipelines.core.sources import SOURCES, SourceFile, id_prefix, part_name
+from pipelines.core.sources import SOURCES, Piece, SourceFile, id_prefix, part_name
+from pipelines.ingest.readers import compressed_bytes
 from pipelines.ingest.remote import RetryPolicy, SourceAccessError, open_input, with_retries
 
 FORMATS = {  # file-name ending -> reader format
@@ -45,8 +50,9 @@ def _matches(rel: str, pattern: str) -> bool:
     return fnmatch.fnmatch(rel, pattern) or (pattern.startswith("**/") and fnmatch.fnmatch(rel, pattern[3:]))
 
 
-def _list_files(name: str, src: SourceConfig, policy) -> list[tuple[str, str]]:
-    """(url, rel) of every file of a source, sorted by rel. Remote listings are retried like reads."""
+def _list_files(name: str, src: SourceConfig, policy) -> list[tuple[str, str, int | None]]:
+    """(url, rel, bytes on disk or None when the listing does not say) of every file of a source,
+    sorted by rel. Remote listings are retried like reads."""
     include = src.include or list(SOURCES[name].include)
     root = src.path.rstrip("/")
     if src.files_from:
@@ -58,25 +64,26 @@ def _list_files(name: str, src: SourceConfig, policy) -> list[tuple[str, str]]:
                 raise ConfigError(f"sources.{name}.files_from: {url} is not under sources.{name}.path {root}")
             rel = url[len(root) + 1:]
             if any(_matches(rel, p) for p in include):
-                found[rel] = url
-        return sorted(((u, r) for r, u in found.items()), key=lambda x: x[1])
+                found[rel] = (url, None)
+        return sorted(((u, r, n) for r, (u, n) in found.items()), key=lambda x: x[1])
     if is_url(root):
         fs, base = fsspec.core.url_to_fs(root)
         protocol = root.split("://", 1)[0]
         found = {}
         for pattern in include:
-            for p in with_retries(lambda: fs.glob(f"{base}/{pattern}"), policy, f"{root}/{pattern}",
-                                  wrap_permanent=False):
+            listed = with_retries(lambda: fs.glob(f"{base}/{pattern}", detail=True), policy, f"{root}/{pattern}",
+                                  wrap_permanent=False)
+            for p, info in listed.items():
                 rel = p[len(base) + 1:]
-                found[rel] = f"{protocol}://{p}"
-        return sorted(((u, r) for r, u in found.items()), key=lambda x: x[1])
+                found[rel] = (f"{protocol}://{p}", info.get("size"))
+        return sorted(((u, r, n) for r, (u, n) in found.items()), key=lambda x: x[1])
     base = Path(root)
     found = {}
     for pattern in include:
         for p in base.glob(pattern):
             if p.is_file():
-                found[p.relative_to(base).as_posix()] = str(p)
-    return sorted(((u, r) for r, u in found.items()), key=lambda x: x[1])
+                found[p.relative_to(base).as_posix()] = (str(p), p.stat().st_size)
+    return sorted(((u, r, n) for r, (u, n) in found.items()), key=lambda x: x[1])
 
 
 def discover(cfg: Config) -> list[SourceFile]:
@@ -84,12 +91,13 @@ def discover(cfg: Config) -> list[SourceFile]:
     net = cfg.network
     policy = RetryPolicy(net.retries, net.backoff_s, net.max_backoff_s, net.timeout_s)
     files: list[SourceFile] = []
+    sizes: list[int | None] = []  # bytes on disk, where the listing says
     for name in sorted(cfg.sources):
         src = cfg.sources[name]
         if not src.enabled:
             continue
         try:
-            listed = [(u, r) for u, r in _list_files(name, src, policy) if file_format(r)]
+            listed = [x for x in _list_files(name, src, policy) if file_format(x[1])]
         except (ConfigError, SourceAccessError):
             raise
         except Exception as e:  # fsspec and hub errors come in many types; one message says what to do
@@ -98,7 +106,7 @@ def discover(cfg: Config) -> list[SourceFile]:
             listed = listed[: cfg.ingest.max_files_per_source]
         counters: dict[str, int] = {}
         names: dict[str, str] = {}
-        for url, rel in listed:
+        for url, rel, size in listed:
             name_ = part_name(rel)
             if name_ in names:  # only a sha256 prefix collision can get here
                 raise ConfigError(f"sources.{name}: inputs {names[name_]} and {rel} would share the output "
@@ -108,4 +116,46 @@ def discover(cfg: Config) -> list[SourceFile]:
             part = counters.get(prefix, 0)
             counters[prefix] = part + 1
             files.append(SourceFile(name, url, rel, file_format(rel), prefix, part))
-    return files
+            sizes.append(size)
+    return split_large(files, sizes, cfg.ingest.split_mb, policy)
+
+
+def split_large(files: list[SourceFile], sizes: list[int | None], split_mb: float | None, policy: RetryPolicy,
+                threads: int = 16) -> list[SourceFile]:
+    """`files` with every parquet file over `split_mb` MB on disk (`sizes`, from the listing; a file
+    of unknown size, e.g. from a url list, stays whole) replaced by its pieces: runs of whole row
+    groups of about `split_mb` MB compressed (a larger row group is a piece alone), in row order.
+    Only those files' footers are read, `threads` at once.
+
+    A file whose footer cannot be read stays whole: its ingest quarantines it with the reason."""
+    if split_mb is None:
+        return files
+    limit = split_mb * 2**20
+    big = [i for i, sf in enumerate(files) if sf.fmt == "parquet" and (sizes[i] or 0) > limit]
+    with ThreadPoolExecutor(threads) as pool:
+        layouts = dict(zip(big, pool.map(lambda i: _row_groups(files[i].url, policy), big)))
+    out = []
+    for i, sf in enumerate(files):
+        groups = layouts.get(i)
+        if not groups or len(groups) == 1:
+            out.append(sf)
+            continue
+        first_group = first_row = size = rows = 0
+        for k, (n, nbytes) in enumerate(groups):
+            size += nbytes
+            rows += n
+            if size >= limit or k == len(groups) - 1:
+                out.append(dataclasses.replace(sf, piece=Piece(first_group, k + 1, first_row)))
+                first_group, first_row, size, rows = k + 1, first_row + rows, 0, 0
+    return out
+
+
+def _row_groups(url: str, policy: RetryPolicy) -> list[tuple[int, int]] | None:
+    """(rows, compressed bytes) of each row group of a parquet file, or None when its footer is unreadable."""
+    try:
+        with open_input(url, policy) as raw:
+            meta = pq.ParquetFile(raw).metadata
+            groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+            return [(rg.num_rows, compressed_bytes(rg)) for rg in groups]
+    except (OSError, SourceAccessError, ValueError, pa.ArrowException):
+        return None

@@ -212,27 +212,37 @@ def read_json_lines(url: str, fmt: str, max_records: int | None = None, read_buf
         raise CountMismatch(f"{url}: read {st.read} of {st.size} bytes")
 
 
-def _parquet_unread(size: int | None, meta, rows_read: int) -> int | None:
-    """On-disk bytes of a parquet file not read: the whole file when its footer is unreadable, else
-    the compressed size of the row groups not wholly read."""
+def _parquet_unread(size: int | None, meta, rows_read: int, groups: range | None = None) -> int | None:
+    """On-disk bytes of a parquet file (or of its row `groups`) not read: the whole file when its
+    footer is unreadable, else the compressed size of the row groups not wholly read."""
     if size is None:
         return None
     if meta is None:
         return size
     unread, first = 0, 0
-    for i in range(meta.num_row_groups):
+    for i in groups if groups is not None else range(meta.num_row_groups):
         rg = meta.row_group(i)
         if first + rg.num_rows > rows_read:
-            unread += rg.total_compressed_size
+            unread += compressed_bytes(rg)
         first += rg.num_rows
     return unread
 
 
-def read_parquet(url: str, batch_rows: int, max_records: int | None = None, opener=None) -> Iterator[ArrowBatch | Bad]:
-    """Arrow batches of a parquet file; a file without a `text` column yields one Bad per row.
+def compressed_bytes(row_group) -> int:
+    """On-disk bytes of a parquet row group (pyarrow's RowGroupMetaData: the sum of its column chunks)."""
+    return sum(row_group.column(j).total_compressed_size for j in range(row_group.num_columns))
 
-    The rows read must add up to the row count of the file's footer, else `CountMismatch`."""
-    row, size, meta = 0, None, None
+
+def read_parquet(url: str, batch_rows: int, max_records: int | None = None, opener=None,
+                 piece=None) -> Iterator[ArrowBatch | Bad]:
+    """Arrow batches of a parquet file, or of the row groups of `piece` (a sources.Piece: rows are
+    numbered from the file's start); a file without a `text` column yields one Bad per row.
+    `max_records` counts rows from the file's start.
+
+    The rows read must add up to the row count of the file's footer (of the piece's row groups),
+    else `CountMismatch`."""
+    row, size, meta, groups = 0, None, None, None
+    start = piece.first_row if piece is not None else 0
     try:
         with (opener or open_input)(url) as raw:
             size = getattr(raw, "size", None)
@@ -241,28 +251,31 @@ def read_parquet(url: str, batch_rows: int, max_records: int | None = None, open
                 return
             pf = pq.ParquetFile(raw)
             meta = pf.metadata
-            total = pf.metadata.num_rows if max_records is None else min(pf.metadata.num_rows, max_records)
+            groups = range(piece.first_group, piece.end_group) if piece is not None else range(meta.num_row_groups)
+            rows = sum(meta.row_group(i).num_rows for i in groups)
+            total = rows if max_records is None else max(0, min(rows, max_records - start))
             if "text" not in pf.schema_arrow.names:
-                for b in pf.iter_batches(batch_size=batch_rows):
+                for b in pf.iter_batches(batch_size=batch_rows, row_groups=groups):
                     for r in b.slice(0, max(0, total - row)).to_pylist():
-                        yield Bad(row, None, "missing_column: file has no 'text' column "
-                                             f"(columns: {', '.join(pf.schema_arrow.names)})",
+                        yield Bad(start + row, None, "missing_column: file has no 'text' column "
+                                                     f"(columns: {', '.join(pf.schema_arrow.names)})",
                                   orjson.dumps(r, default=str))
                         row += 1
                     if row >= total:
                         break
             else:
-                for b in pf.iter_batches(batch_size=batch_rows):
+                for b in pf.iter_batches(batch_size=batch_rows, row_groups=groups):
                     if row >= total:
                         break
                     b = b.slice(0, total - row)
-                    yield ArrowBatch(row, b, b.nbytes)
+                    yield ArrowBatch(start + row, b, b.nbytes)
                     row += b.num_rows
     except RemoteReadError:
         raise
     except (OSError, pa.ArrowException, ValueError, UnicodeDecodeError) as e:
-        yield Bad(row if row else None, None, f"unreadable_parquet: {type(e).__name__}: {e} (after {row} rows)",
-                  unread_bytes=_parquet_unread(size, meta, row))
+        yield Bad(start + row if row or start else None, None,
+                  f"unreadable_parquet: {type(e).__name__}: {e} (after {row} rows)",
+                  unread_bytes=_parquet_unread(size, meta, row, groups))
         return
     if row != total:
         raise CountMismatch(f"{url}: the reader emitted {row} rows but the parquet footer says {total}")

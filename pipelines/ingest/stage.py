@@ -97,7 +97,7 @@ def normalised_batches(sf: SourceFile, cfg, counts: Counts, quarantine: dict[Pat
             yield batch
 
     if sf.fmt == "parquet":
-        events = read_parquet(sf.url, cfg.batch_docs, cfg.max_docs_per_file, opener=opener)
+        events = read_parquet(sf.url, cfg.batch_docs, cfg.max_docs_per_file, opener=opener, piece=sf.piece)
     else:
         events = read_json_lines(sf.url, sf.fmt, cfg.max_docs_per_file, opener=opener)
     for ev in events:
