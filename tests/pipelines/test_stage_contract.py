@@ -145,10 +145,11 @@ def test_fused_stages_write_what_unfused_stages_write(local_run, tmp_path, capsy
 # manifest, logs and marker timings; the data folder reads as a placeholder). Re-pinned when the stages
 # after ingest began storing selections instead of copies (issue 18): only their own folders changed;
 # tokens, shards, Hub parquet and dedup decisions kept every byte; and again for zstd level 3 (every
-# parquet file's bytes, not its contents). Markers count without their config hash, which
+# parquet file's bytes, not its contents), and for the config hash in dedup/summary.json when ingest
+# gained `split_mb`. Markers count without their config hash, which
 # hashes the quality model's absolute path (a checkout elsewhere has another); the hashes themselves
 # are pinned by test_config_hashes_chain_through_the_pipeline.
-TREE_SHA256 = "660dbe65957587ca14b00cbfb33bbd8c1c758ffa8eb1e6a9388f570881402a11"
+TREE_SHA256 = "57844d10b82d3983e7167f998edf62e6c50fd5e83e640ee90f242b7ff3ac3757"
 
 
 def tree_hash(root: Path) -> str:
