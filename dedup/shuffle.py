@@ -107,30 +107,38 @@ class Step:
         hi = lo + 1 if hi is None else hi
         if not 0 <= lo <= hi <= self.parts:
             raise ValueError(f"partitions [{lo}, {hi}) are not within [0, {self.parts})")
-        pieces = [self._read_one(i, lo, hi) for i in range(self.maps)]
+        try:  # names relative to the open folder: no path lookup per file (a reducer opens `maps` files)
+            folder = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            raise ShuffleError(f"shuffle step {self.folder} is missing (its map tasks did not run)") from None
+        try:
+            pieces = [self._read_one(folder, i, lo, hi) for i in range(self.maps)]
+        finally:
+            os.close(folder)
         pieces = [p for p in pieces if len(p)]
         if not pieces:
             return np.zeros((0, self.width), np.uint64)
         return (np.concatenate(pieces) if len(pieces) > 1 else pieces[0]).reshape(-1, self.width)
 
-    def _read_one(self, i: int, lo: int, hi: int) -> np.ndarray:
-        path = self.path(i)
+    def _read_one(self, folder: int, i: int, lo: int, hi: int) -> np.ndarray:
+        name = f"{i:06d}.shf"
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(name, os.O_RDONLY, dir_fd=folder)
         except FileNotFoundError:
-            raise ShuffleError(f"shuffle file {path} is missing (its map task did not finish)") from None
+            raise ShuffleError(f"shuffle file {self.path(i)} is missing (its map task did not finish)") from None
         try:
             head = os.pread(fd, _HEAD.size, 0)
-            if len(head) < _HEAD.size or head[:8] != MAGIC:
-                raise ShuffleError(f"shuffle file {path} is not a shuffle file (bad header)")
-            _, parts, width = _HEAD.unpack(head)
-            if (parts, width) != (self.parts, self.width):
-                raise ShuffleError(f"shuffle file {path} holds {parts} partitions of width {width}, "
+            if head != _HEAD.pack(MAGIC, self.parts, self.width):
+                if len(head) < _HEAD.size or head[:8] != MAGIC:
+                    raise ShuffleError(f"shuffle file {self.path(i)} is not a shuffle file (bad header)")
+                _, parts, width = _HEAD.unpack(head)
+                raise ShuffleError(f"shuffle file {self.path(i)} holds {parts} partitions of width {width}, "
                                    f"expected {self.parts} of width {self.width}")
-            offsets = _pread(fd, path, np.empty(hi - lo + 1, "<u8"), _HEAD.size + 8 * lo)
+            offsets = _pread(fd, np.empty(hi - lo + 1, "<u8"), _HEAD.size + 8 * lo)
             start, end = int(offsets[0]), int(offsets[-1])
-            data_at = _HEAD.size + 8 * (self.parts + 1)
-            return _pread(fd, path, np.empty((end - start) * self.width, "<u8"), data_at + 8 * self.width * start)
+            return _pread(fd, np.empty((end - start) * self.width, "<u8"), self.header_bytes + 8 * self.width * start)
+        except EOFError:
+            raise ShuffleError(f"shuffle file {self.path(i)} is shorter than its header says (cut short?)") from None
         finally:
             os.close(fd)
 
@@ -139,17 +147,19 @@ class Step:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _pread(fd: int, path: Path, out: np.ndarray, offset: int) -> np.ndarray:
-    """Fill `out` with the file's bytes from `offset` (several reads if the kernel returns fewer)."""
+def _pread(fd: int, out: np.ndarray, offset: int) -> np.ndarray:
+    """Fill `out` with the file's bytes from `offset` (several reads if the kernel returns fewer);
+    EOFError if the file ends first."""
     if not out.size:
         return out
-    view = memoryview(out).cast("B")
-    done = 0
-    while done < len(view):
-        n = os.preadv(fd, [view[done:]], offset + done)
-        if n == 0:
-            raise ShuffleError(f"shuffle file {path} is shorter than its header says (cut short?)")
-        done += n
+    done = os.preadv(fd, [out], offset)
+    if done < out.nbytes:
+        view = memoryview(out).cast("B")
+        while done < len(view):
+            n = os.preadv(fd, [view[done:]], offset + done)
+            if n == 0:
+                raise EOFError
+            done += n
     return out
 
 
