@@ -71,11 +71,16 @@ def doc_corpus(target_mb: float, chunk_chars: int = 20_000) -> list[str]:
     return docs
 
 
-def ray_workers_rss_mb(field: str = "VmHWM") -> list[float]:
+def ray_workers_rss_mb(field: str = "VmHWM", own: bool = False) -> list[float]:
     """Memory of every live Ray worker process on this machine, largest first, in MB:
-    VmHWM = peak resident set over the worker's life, VmRSS = resident now."""
+    VmHWM = peak resident set over the worker's life, VmRSS = resident now. `own`: only the workers
+    of the Ray instance this process started (its descendants), not other users' on a shared machine."""
+    import psutil
     sizes = []
+    mine = {p.pid for p in psutil.Process().children(recursive=True)} if own else None
     for status in Path("/proc").glob("[0-9]*/status"):
+        if mine is not None and int(status.parent.name) not in mine:
+            continue
         try:
             cmdline = (status.parent / "cmdline").read_bytes()
             if b"default_worker.py" not in cmdline and not cmdline.startswith(b"ray::"):

@@ -9,8 +9,7 @@ Each run is `zyda2.py run configs/local.yaml` in its own process (its own local 
 every process of the run is in its process tree: a thread samples their resident memory every 0.2 s
 and reads each one's kernel peak (VmHWM). A Ray worker's RSS includes the object-store pages it has
 mapped. Per-stage seconds come from the run's manifest.json, the Ray tasks (or actor calls) each
-step started from its attempt record; dedup's bucket shuffle makes `bucket_map tasks x (partitions
-+ 1)` objects.
+step started and the Ray objects dedup's shuffle steps made from its attempt record.
 
   python -m benchmarks.scale [--mb 250] [--files 4000] [--base-files 64] [--partitions 256]
                              [--cpus N] [--workdir DIR] [--set KEY=VALUE ...]
@@ -156,12 +155,14 @@ def run(corpus: Path, out: Path, partitions: int, cpus: int | None, sets: list[s
     manifest = json.loads((out / "manifest.json").read_text())
     report = json.loads((out / "report.json").read_text())
     tasks = manifest["attempts"][-1].get("tasks", {})
+    objects = manifest["attempts"][-1].get("objects", {})
     files = len(list((out / "ingest" / "_done").iterdir()))
     return {"input_files": files, "settings": settings, "wall_seconds": round(wall, 1),
             "pipeline_seconds": manifest["total_seconds"],
             "stage_seconds": {name: st["seconds"] for name, st in manifest["stages"].items()},
             "ray_tasks": tasks, "ray_tasks_total": sum(tasks.values()),
-            "bucket_shuffle_objects": tasks.get("dedup/bucket_map", 0) * (partitions + 1),
+            "dedup_objects": objects, "dedup_objects_total": sum(objects.values()),
+            "bucket_shuffle_objects": objects.get("dedup/bucket_map", 0) + objects.get("dedup/buckets", 0),
             **mem.summary(),
             "docs_read": report["totals"]["read"], "docs_quarantined": report["totals"]["quarantined"],
             "docs_kept": report["totals"]["kept"],

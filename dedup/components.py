@@ -1,9 +1,9 @@
 """Connected components of the candidate-pair graph, distributed on Ray: alternating large-star /
 small-star (Kiveris et al., "Connected Components in MapReduce and Beyond", SoCC 2014).
 
-Nodes are 64-bit document keys; every step is a hash shuffle of edges into `P` partitions followed
-by one vectorised NumPy pass per partition, so no process ever holds more than ~1/P of the edges
-(plus the pieces it is sending). Per round, with E edges:
+Nodes are 64-bit document keys; every step is a file shuffle (dedup/shuffle.py) of edges into `P`
+partitions by a hash of the key node, and one vectorised NumPy pass per partition, so no process ever
+holds more than ~1/P of the edges (plus its own output). Per round, with E edges:
   large-star: for each node u, link every neighbour v > u to m(u) = min(u, neighbours of u);
   small-star: for each node u, link u and every neighbour v < u to min(u, those neighbours).
 Each round moves O(E) edges (both directions of each edge in large-star, one in small-star) and the
@@ -12,36 +12,49 @@ smallest key in O(log^2 n) rounds (O(log n) observed on real graphs; a chain of 
 about k rounds). Convergence is detected locally and summed: a round changed nothing when no node
 had both a smaller and a larger neighbour (large-star) and none had two smaller ones (small-star).
 
-Output: `(node, root)` pairs for every node that has an edge, roots included as `(root, root)`.
+Each reducer also does the next step's map: a large-star task writes its output split for
+small-star, a small-star task its output in both directions for the next large-star. After the last
+round every component is a star, so a node's root is min(node, its neighbours); the members step
+reads the last small-star output (both directions), takes that minimum and writes (root, node)
+split by root for the caller (resolution). Ray objects per step: one small stats dict per task.
+
+The result does not depend on P or on the map tasks' order (each partition sorts what it reads);
+`P` must divide the partition count of the input edges, which are read in ranges (shuffle.py).
 """
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 import ray
 
-_M1 = np.uint64(0xFF51AFD7ED558CCD)
+from dedup.shuffle import Step, hash_range
 
 
-def partition_of(keys: np.ndarray, parts: int) -> np.ndarray:
-    """Stable hash partition of 64-bit keys (multiplicative hash; keys are not uniformly spread)."""
-    with np.errstate(over="ignore"):
-        return ((keys * _M1) >> np.uint64(40)) % np.uint64(parts)
+def both_directions(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(2n, 2) pairs: every edge (u, v) as (u, v) and (v, u), keyed by the first column."""
+    return np.stack([np.concatenate([u, v]), np.concatenate([v, u])], axis=1)
 
 
-def split_by(first: np.ndarray, second: np.ndarray, parts: int) -> list[np.ndarray]:
-    """Pairs (first, second) as (n, 2) arrays, one per hash partition of `first`."""
-    p = partition_of(first, parts)
-    order = np.argsort(p, kind="stable")
-    bounds = np.searchsorted(p[order], np.arange(parts + 1, dtype=np.uint64))
-    pairs = np.stack([first[order], second[order]], axis=1)
-    return [pairs[bounds[i]: bounds[i + 1]] for i in range(parts)]
+def write_edges(step: Step, i: int, u: np.ndarray, v: np.ndarray) -> int:
+    """Map side of the first large-star step: map task `i`'s edges (u, v), both directions, split by
+    `hash_range` of the key node into `step.parts` partitions. Returns the payload bytes."""
+    pairs = both_directions(u, v)
+    return step.write(i, pairs, hash_range(pairs[:, 0], step.parts))
 
 
-def _grouped(pieces) -> tuple[np.ndarray, np.ndarray]:
+def graph_partitions(edge_bytes: int, target_mb: float, parts: int) -> int:
+    """Partitions for the components of a graph of `edge_bytes` bytes of edges (16 per edge, one
+    direction): the smallest divisor of `parts` (the partitions the edges were written in, read in
+    ranges) that holds at most `target_mb` MiB each; `parts` when none does."""
+    need = max(1, -(-edge_bytes // max(1, int(target_mb * (1 << 20)))))
+    return min(d for d in range(1, parts + 1) if parts % d == 0 and d >= min(need, parts))
+
+
+def _grouped(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unique (node, neighbour) pairs sorted by node, then neighbour."""
-    pairs = np.concatenate([p for p in pieces if len(p)]) if any(len(p) for p in pieces) \
-        else np.zeros((0, 2), np.uint64)
     if not len(pairs):
         return pairs[:, 0], pairs[:, 1]
     order = np.lexsort((pairs[:, 1], pairs[:, 0]))
@@ -52,10 +65,10 @@ def _grouped(pieces) -> tuple[np.ndarray, np.ndarray]:
     return pairs[:, 0], pairs[:, 1]
 
 
-def large_star(*pieces) -> tuple[np.ndarray, np.ndarray, int]:
-    """Reduce side of large-star over (node, neighbour) pairs of one partition, both directions present.
+def large_star(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Reduce side of large-star over one partition's (node, neighbour) pairs, both directions present.
     Returns new edges (v, m(u)) for neighbours v > u, and the number of nodes that changed something."""
-    node, nbr = _grouped(pieces)
+    node, nbr = _grouped(pairs)
     if not len(node):
         return node, nbr, 0
     starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]])
@@ -67,11 +80,11 @@ def large_star(*pieces) -> tuple[np.ndarray, np.ndarray, int]:
     return nbr[larger], m[larger], int(len(changed_nodes))
 
 
-def small_star(*pieces) -> tuple[np.ndarray, np.ndarray, int]:
-    """Reduce side of small-star over (node, smaller neighbour) pairs of one partition.
+def small_star(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Reduce side of small-star over one partition's (node, smaller neighbour) pairs.
     Returns edges (v, m) for v in {u} ∪ smaller neighbours, v != m, and the number of nodes with
     two or more smaller neighbours (what small-star changes)."""
-    node, nbr = _grouped(pieces)
+    node, nbr = _grouped(pairs)
     if not len(node):
         return node, nbr, 0
     starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]])
@@ -84,65 +97,77 @@ def small_star(*pieces) -> tuple[np.ndarray, np.ndarray, int]:
     return first, second, int((counts > 1).sum())
 
 
-def _shuffle(edge_refs, parts: int, direction: str, options: dict):
-    """Map side: each edge partition splits its pairs by hash of the key node."""
-    @ray.remote(**options, num_returns=parts + 1)
-    def mapper(edges):
-        u, v = edges
-        if direction == "both":
-            pieces = split_by(np.concatenate([u, v]), np.concatenate([v, u]), parts)
-        elif direction == "down":  # larger node keys the pair, smaller is the neighbour
-            pieces = split_by(np.maximum(u, v), np.minimum(u, v), parts)
-        else:  # "members": stars (leaf, root) plus (root, root), keyed by the first
-            roots = np.unique(v)
-            pieces = split_by(np.concatenate([u, roots]), np.concatenate([v, roots]), parts)
-        return (*pieces, sum(p.nbytes for p in pieces))
-
-    outs = [mapper.remote(ref) for ref in edge_refs]
-    return [[o[i] for o in outs] for i in range(parts)], [o[parts] for o in outs]
+def star_roots(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(node, root) of every node of one partition of converged stars, both directions present:
+    a leaf's only neighbour is its root, a root's neighbours are all larger than itself."""
+    node, nbr = _grouped(pairs)
+    if not len(node):
+        return node, nbr
+    starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]])
+    return node[starts], np.minimum(np.minimum.reduceat(nbr, starts), node[starts])
 
 
-def connected_components(edge_refs: list, parts: int, options: dict | None = None, max_rounds: int = 200,
-                         stats: dict | None = None) -> list:
-    """Refs of `parts` arrays of (node, root) pairs. `edge_refs` hold (u, v) array pairs; `options`: Ray task
-    options of every step (default half a CPU)."""
+def connected_components(edges: Step, parts: int, folder: Path | str, out_parts: int,
+                         options: dict | None = None, max_rounds: int = 200, stats: dict | None = None) -> Step:
+    """The members of every component, as a step of `parts` files holding (root, node) rows, roots
+    included as (root, root), split by `hash_range(root, out_parts)`.
+
+    `edges`: a step whose files hold candidate edges in both directions split by `hash_range` of the
+    key node (`write_edges`); `parts` must divide `edges.parts`. Its folder is deleted once read, as is
+    every intermediate step (created under `folder`). `options`: Ray task options of every step
+    (default half a CPU). `stats` gets `rounds`, `shuffle_bytes` (the rows the star steps read, 16
+    bytes each) and `steps`: per step its name, tasks, Ray objects, files, bytes written (rows; with
+    headers: `file_bytes`) and seconds.
+    Raises RuntimeError if the graph has not converged after `max_rounds` rounds."""
+    if edges.parts % parts:
+        raise ValueError(f"{parts} partitions must divide the edges' {edges.parts}")
     options = options or {"num_cpus": 0.5}
-
-    @ray.remote(**options, num_returns=2)
-    def large(*pieces):
-        a, b, changed = large_star(*pieces)
-        return (a, b), changed
-
-    @ray.remote(**options, num_returns=2)
-    def small(*pieces):
-        a, b, changed = small_star(*pieces)
-        return (a, b), changed
-
     stats = stats if stats is not None else {}
     stats.setdefault("rounds", 0)
     stats.setdefault("shuffle_bytes", 0)
-    current = list(edge_refs)
-    for _ in range(max_rounds):
-        pieces, sizes = _shuffle(current, parts, "both", options)
-        outs = [large.remote(*p) for p in pieces]
-        current = [o[0] for o in outs]
-        changed_large = sum(ray.get([o[1] for o in outs]))
-        stats["shuffle_bytes"] += sum(ray.get(sizes))
-        pieces, sizes = _shuffle(current, parts, "down", options)
-        outs = [small.remote(*p) for p in pieces]
-        current = [o[0] for o in outs]
-        changed_small = sum(ray.get([o[1] for o in outs]))
-        stats["shuffle_bytes"] += sum(ray.get(sizes))
+    stats.setdefault("steps", [])
+    folder = Path(folder)
+
+    @ray.remote(**options)
+    def large(src: Step, dst: Step, q: int) -> dict:
+        k = src.parts // dst.parts
+        pairs = src.read(q * k, (q + 1) * k)
+        a, b, changed = large_star(pairs)
+        down = np.stack([np.maximum(a, b), np.minimum(a, b)], axis=1)  # keyed by the larger node
+        written = dst.write(q, down, hash_range(down[:, 0], dst.parts))
+        return {"changed": changed, "read": int(pairs.nbytes), "bytes": written}
+
+    @ray.remote(**options)
+    def small(src: Step, dst: Step, q: int) -> dict:
+        pairs = src.read(q)
+        a, b, changed = small_star(pairs)
+        return {"changed": changed, "read": int(pairs.nbytes), "bytes": write_edges(dst, q, a, b)}
+
+    @ray.remote(**options)
+    def members(src: Step, dst: Step, q: int) -> dict:
+        node, root = star_roots(src.read(q))
+        rows = np.stack([root, node], axis=1)
+        return {"changed": 0, "read": 0, "bytes": dst.write(q, rows, hash_range(root, dst.parts))}
+
+    def step(fn, src: Step, name: str, out: int) -> tuple[Step, int, int]:
+        t0 = time.perf_counter()
+        dst = Step(str(folder / name), parts, out)
+        results = ray.get([fn.remote(src, dst, q) for q in range(parts)])
+        src.remove()
+        written = sum(r["bytes"] for r in results)
+        stats["steps"].append({"step": name, "tasks": parts, "objects": parts, "files": parts, "bytes": written,
+                               "file_bytes": written + parts * dst.header_bytes,
+                               "seconds": round(time.perf_counter() - t0, 3)})
+        return dst, sum(r["changed"] for r in results), sum(r["read"] for r in results)
+
+    current = edges
+    for r in range(1, max_rounds + 1):
+        current, changed_large, read_large = step(large, current, f"large-{r:03d}", parts)
+        current, changed_small, read_small = step(small, current, f"small-{r:03d}", parts)
+        stats["shuffle_bytes"] += read_large + read_small
         stats["rounds"] += 1
         if changed_large == 0 and changed_small == 0:
             break
     else:
         raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
-
-    @ray.remote(**options)
-    def members(*pieces):
-        return _grouped(pieces)
-
-    pieces, sizes = _shuffle(current, parts, "members", options)
-    stats["shuffle_bytes"] += sum(ray.get(sizes))
-    return [members.remote(*p) for p in pieces]
+    return step(members, current, "members", out_parts)[0]

@@ -2,18 +2,26 @@
 
   1. signatures   one task per input partition; cached in dedup/signatures/<tag>/ and reused by
                   any later run whose shingling and hash parameters are the same (bands/rows may differ)
-  2. buckets      map (one task per group of signature files, so G x P objects, not files x P):
-                  (band key, doc) pairs hashed into P partitions; reduce: star edges per bucket
-  3. verify       optional: exact char/word n-gram Jaccard of every candidate edge, edges below
-                  `verify_threshold` dropped (the paper did not verify)
-  4. components   alternating large-star / small-star on Ray (dedup/components.py)
-  5. resolve      members shuffled by cluster root; source-rank resolution (dedup/resolve.py)
+  2. buckets      map (one task per group of signature files): (band key, doc) pairs hashed into the
+                  P = `partitions` partitions, one shuffle file per task; reduce (one task per
+                  partition): star edges per bucket, verified if asked (3), written both ways for 4
+  3. verify       optional, inside the bucket reduce: exact char/word n-gram Jaccard of every candidate
+                  edge, edges below `verify_threshold` dropped (the paper did not verify)
+  4. components   alternating large-star / small-star (dedup/components.py) on C partitions, C the
+                  smallest divisor of P holding `graph_partition_mb` of candidate edges each; then the
+                  members, (root, node) split by root
+  5. resolve      one task per members partition: source-rank resolution (dedup/resolve.py), decisions
+                  split by apply group
   6. apply        one task per group of input files (grouping.py) writes dedup/decisions/<source>__<part>.parquet
                   and the surviving documents dedup/<source>/<part>.parquet
 
-Only steps 1 and 6 touch documents; 2-5 move 8-byte keys through Ray's object store, each task
-holding one of P partitions. Cost for N docs, b bands, E candidate edges: signatures O(text);
-shuffle 16·N·b bytes; components O(E) bytes per round over a few rounds.
+Only steps 1 and 6 touch documents; 2-5 move 8-byte keys through shuffle files under
+dedup/shuffle/<step>/ (dedup/shuffle.py: one file per task and step, read by partition ranges), so
+a step of M map tasks into P partitions costs M + P small Ray objects, each task holding one
+partition's share. A step's folder is deleted once its readers are done, and dedup/shuffle/ is
+cleared when clustering starts (it is always recomputed as a whole). Ray tasks and objects per step
+go to manifest.json (`attempts[].tasks`, `attempts[].objects`). Cost for N docs, b bands, E candidate
+edges: signatures O(text); shuffle 16·N·b bytes; components O(E) bytes per round over a few rounds.
 """
 
 from __future__ import annotations
@@ -26,10 +34,11 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from dedup.components import connected_components, split_by
-from dedup.lsh import bucket_edges, bucket_pairs, doc_keys
+from dedup.components import connected_components, graph_partitions, write_edges
+from dedup.lsh import bucket_edges, bucket_pairs, doc_keys, write_buckets
 from dedup.minhash import jaccard, shingle_set
 from dedup.resolve import KEEP, REASONS, cluster_stats, resolve
+from dedup.shuffle import Step, clear, hash_mod
 from dedup.signatures import read_signatures, signature_tag, write_signatures
 from pipelines.core.config import DedupConfig
 from pipelines.core.counts import Counts, by_source
@@ -98,6 +107,22 @@ def _log(ex, msg: str) -> None:
         print(f"[{ex.label or 'dedup'}] {msg}", file=sys.stderr, flush=True)
 
 
+def member_rows(root: np.ndarray, doc: np.ndarray, parts: int) -> int:
+    """Rows the members step adds to dedup/summary.json's `shuffle_bytes` (16 bytes each). The figure
+    keeps the definition it had with the object-store shuffle, so that a summary stays comparable (and
+    a run's outputs byte-identical) across versions: one (leaf, root) row per leaf, plus one
+    (root, root) row per cluster and `hash_mod` partition of `parts` holding some of its leaves.
+    `root`, `doc`: whole clusters (a resolve partition)."""
+    leaf = doc != root
+    held = np.unique(np.stack([root[leaf], hash_mod(doc[leaf], parts)], axis=1), axis=0)
+    return int(leaf.sum()) + len(held)
+
+
+def _record(ex, step: str, tasks: int, objects: int | None = None) -> None:
+    ex.tasks[f"dedup/{step}"] = ex.tasks.get(f"dedup/{step}", 0) + tasks
+    ex.objects[f"dedup/{step}"] = ex.objects.get(f"dedup/{step}", 0) + (tasks if objects is None else objects)
+
+
 def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tuple[dict, list[dict]]:
     cfg = ex.cfg.dedup
     parts = cfg.partitions
@@ -109,102 +134,95 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
     source_index = {s: i for i, s in enumerate(SOURCE_NAMES)}
     file_source = np.array([source_index[sf.source] for sf in files], np.int64)
     id_parts = ray.put([(sf.id_prefix, sf.partition) for sf in files])
+    # every step from here on is recomputed as a whole (DedupStage.run): an earlier attempt's files are stale
+    shuffle_root = out / "dedup" / "shuffle"
+    clear(shuffle_root)
 
-    # -- buckets: map over groups of signature files (objects: groups x partitions), reduce into star edges
+    # -- buckets: map over groups of signature files (one shuffle file each), reduce into star edges,
+    # verified if asked, written both ways for the first large-star step
     sig_paths = [out / sig_dir / sf.source / f"{sf.part_name}.parquet" for sf in files]
     map_groups = ex.task_groups("dedup", [input_bytes(p) for p in sig_paths])
+    buckets = Step(str(shuffle_root / "buckets"), len(map_groups), parts)
+    edges = Step(str(shuffle_root / "edges"), parts, parts)
 
-    @ray.remote(**options, num_returns=parts + 1)
-    def bucket_map(group: list[int]):
-        per_part: list[list[np.ndarray]] = [[] for _ in range(parts)]
-        for i in group:
-            rows, sigs = read_signatures(sig_paths[i])
-            for p, piece in enumerate(bucket_pairs(sigs[:, : cfg.bands * cfg.rows], doc_keys(i, rows), cfg.bands,
-                                                   cfg.rows, cfg.seed, parts)):
-                per_part[p].append(piece)
-        pieces = [np.concatenate(ps) for ps in per_part]
-        return (*pieces, sum(p.nbytes for p in pieces))
+    @ray.remote(**options)
+    def bucket_map(i: int, group: list[int]) -> int:
+        pairs = []
+        for f in group:
+            rows, sigs = read_signatures(sig_paths[f])
+            pairs.append(bucket_pairs(sigs[:, : cfg.bands * cfg.rows], doc_keys(f, rows), cfg.bands, cfg.rows,
+                                      cfg.seed))
+        return write_buckets(buckets, i, np.concatenate(pairs))
 
-    @ray.remote(**options, num_returns=2)
-    def bucket_reduce(*pieces):
-        u, v, stats = bucket_edges(*pieces)
-        return (u, v), stats
+    @ray.remote(**options)
+    def bucket_reduce(p: int) -> dict:
+        u, v, stats = bucket_edges(buckets.read(p))
+        if cfg.verify_threshold is not None:
+            (u, v), stats["verify"] = verify_edges((u, v), docs, cfg)
+        write_edges(edges, p, u, v)
+        return stats
 
-    maps = [bucket_map.remote(g) for g in map_groups]
-    ex.tasks["dedup/bucket_map"] = len(maps)  # each returns partitions + 1 objects
-    reduces = [bucket_reduce.remote(*[m[p] for m in maps]) for p in range(parts)]
-    edge_refs = [r[0] for r in reduces]
     step = ex.label or "dedup"
-    bucket_stats = ex.wait([r[1] for r in reduces], "dedup", label=f"{step} buckets")
-    shuffle_bytes = sum(ray.get([m[parts] for m in maps]))
+    shuffle_bytes = sum(ex.wait([bucket_map.remote(i, g) for i, g in enumerate(map_groups)], "dedup",
+                                label=f"{step} bucket map"))
+    _record(ex, "bucket_map", len(map_groups))
+    bucket_stats = ex.wait([bucket_reduce.remote(p) for p in range(parts)], "dedup", label=f"{step} buckets")
+    _record(ex, "buckets", parts)
+    buckets.remove()
     summary = {"signature_tag": signature_tag(cfg), "bands": cfg.bands, "rows": cfg.rows, "mode": cfg.mode,
                "partitions": parts, "band_pairs": sum(s["pairs"] for s in bucket_stats),
                "buckets_ge2": sum(s["buckets_ge2"] for s in bucket_stats),
                "largest_bucket": max([s["largest_bucket"] for s in bucket_stats], default=0)}
     _log(ex, f"{summary['band_pairs']:,} band keys, {summary['buckets_ge2']:,} buckets with 2+ docs")
-
-    # -- optional exact verification of candidate edges
     if cfg.verify_threshold is not None:
-        @ray.remote(**options, num_returns=2)
-        def verify(edges):
-            return verify_edges(edges, docs, cfg)
-
-        outs = [verify.remote(ref) for ref in edge_refs]
-        edge_refs = [o[0] for o in outs]
-        checks = ray.get([o[1] for o in outs])
-        summary["verify"] = {"threshold": cfg.verify_threshold, "checked": sum(c[0] for c in checks),
-                             "rejected": sum(c[1] for c in checks)}
+        summary["verify"] = {"threshold": cfg.verify_threshold,
+                             "checked": sum(s["verify"][0] for s in bucket_stats),
+                             "rejected": sum(s["verify"][1] for s in bucket_stats)}
     summary["candidate_edges"] = sum(s["edges"] for s in bucket_stats) - summary.get("verify", {}).get("rejected", 0)
     _log(ex, f"{summary['candidate_edges']:,} candidate edges")
 
-    # -- connected components
+    # -- connected components, on as many partitions as the graph needs (never more than `parts`)
+    graph_parts = graph_partitions(16 * summary["candidate_edges"], cfg.graph_partition_mb, parts)
     cc = {}
-    members = connected_components(edge_refs, parts, options, stats=cc)
+    members = connected_components(edges, graph_parts, shuffle_root, graph_parts, options, stats=cc)
+    for s in cc["steps"]:
+        _record(ex, s["step"].split("-")[0], s["tasks"], s["objects"])
     summary["components_rounds"] = cc["rounds"]
-    summary["shuffle_bytes"] = shuffle_bytes + cc["shuffle_bytes"]
-    _log(ex, f"components converged in {cc['rounds']} rounds")
+    _log(ex, f"components converged in {cc['rounds']} rounds on {graph_parts} partitions")
 
-    # -- resolve: members grouped by cluster root, decisions split by file group
-    # apply groups: the task groups of the documents (at most `parts`; more are dealt round-robin), so
-    # resolve returns partitions x groups objects, not partitions x files
+    # -- resolve: members grouped by cluster root; decisions split by apply group, the task groups of
+    # the documents (grouping.py)
     file_groups = ex.task_groups("dedup", ex.input_sizes("dedup", files))
-    groups = max(1, min(parts, len(file_groups)))
     apply_of = np.zeros(len(files), np.int64)
     for k, g in enumerate(file_groups):
-        apply_of[g] = k % groups
-    ex.tasks["dedup/apply"] = groups
+        apply_of[g] = k
+    resolved = Step(str(shuffle_root / "resolved"), graph_parts, len(file_groups), width=3)
 
-    @ray.remote(**options, num_returns=parts)
-    def by_root(pair):
-        node, root = pair
-        out = split_by(root, node, parts)
-        return out if parts > 1 else out[0]
-
-    @ray.remote(**options, num_returns=groups + 1)
-    def resolve_part(id_table, *pieces):
-        pairs = np.concatenate([p for p in pieces]) if pieces else np.zeros((0, 2), np.uint64)
+    @ray.remote(**options)
+    def resolve_part(q: int, id_table) -> dict:
+        pairs = members.read(q)
         root, doc = pairs[:, 0], pairs[:, 1]
-
         d, r, reason, _ = resolve(root, doc, file_rank, cfg.mode,
                                   lambda keys: [key_to_nemo_id(k, id_table) for k in keys])
         stats = cluster_stats(root, doc, file_source, len(SOURCE_NAMES))
-        group = apply_of[(d >> np.uint64(32)).astype(np.int64)]
+        stats["member_rows"] = member_rows(root, doc, parts)
         rows = np.stack([d, r, reason.astype(np.uint64)], axis=1)
-        out = [rows[group == g] for g in range(groups)]
-        return (*out, stats)
+        resolved.write(q, rows, apply_of[(d >> np.uint64(32)).astype(np.int64)])
+        return stats
 
-    shuffled = [by_root.remote(m) for m in members]
-    pieces_for = [[s[p] for s in shuffled] if parts > 1 else [s for s in shuffled] for p in range(parts)]
-    resolved = [resolve_part.remote(id_parts, *pieces_for[p]) for p in range(parts)]
-    cstats = ex.wait([r[groups] for r in resolved], "dedup", label=f"{step} resolve")
+    cstats = ex.wait([resolve_part.remote(q, id_parts) for q in range(graph_parts)], "dedup",
+                     label=f"{step} resolve")
+    _record(ex, "resolve", graph_parts, graph_parts + 1)  # + the id table
+    members.remove()
+    summary["shuffle_bytes"] = shuffle_bytes + cc["shuffle_bytes"] + 16 * sum(c["member_rows"] for c in cstats)
     summary.update(_merge_cluster_stats(cstats))
 
     # -- apply: each group of input files gets its decisions and writes outputs
-    def apply_group(g: int, id_table, *pieces):
-        rows = np.concatenate(pieces) if pieces else np.zeros((0, 3), np.uint64)
+    def apply_group(g: int, id_table):
+        rows = resolved.read(g)
         rows = rows[np.argsort(rows[:, 0], kind="stable")]
         results = []
-        for i in np.flatnonzero(apply_of == g).tolist():
+        for i in file_groups[g]:
             sf = files[i]
             lo, hi = np.searchsorted(rows[:, 0], [np.uint64(i) << np.uint64(32), np.uint64(i + 1) << np.uint64(32)])
             t0 = time.monotonic()
@@ -215,8 +233,9 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
         return results
 
     apply = ex.remote(apply_group, "dedup")
-    applies = [apply.remote(g, id_parts, *[r[g] for r in resolved]) for g in range(groups)]
-    applied = ex.wait(applies, "dedup", label=f"{step} apply")
+    applied = ex.wait([apply.remote(g, id_parts) for g in range(len(file_groups))], "dedup", label=f"{step} apply")
+    _record(ex, "apply", len(file_groups))
+    clear(shuffle_root)
     stats = [s for _, s in sorted(x for group in applied for x in group)]
     return summary, stats
 

@@ -76,7 +76,7 @@ class Config:
 
 # Settings that change speed or memory, never the bytes of an output: left out of every hash, so that
 # a resumed run may change them.
-TUNING_KEYS = (("tokenize", "cache_units"),)
+TUNING_KEYS = (("tokenize", "cache_units"), ("dedup", "graph_partition_mb"))
 
 
 def _digest(data: dict) -> str:
@@ -300,6 +300,7 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
             raise ConfigError(f"ray.stage_resources.{stage}: num_cpus and resources must be >= 0, memory_mb > 0")
     for key, value in (("ingest.batch_docs", cfg.ingest.batch_docs), ("ray.task_cpus", cfg.ray.task_cpus),
                        ("dedup.partitions", cfg.dedup.partitions), ("dedup.ngram", cfg.dedup.ngram),
+                       ("dedup.graph_partition_mb", cfg.dedup.graph_partition_mb),
                        ("tokenize.cache_units", cfg.tokenize.cache_units),
                        ("network.max_connections_per_host", cfg.network.max_connections_per_host),
                        ("network.timeout_s", cfg.network.timeout_s),

@@ -58,6 +58,7 @@ class Executor:
         self.details: dict[str, dict] = {}       # stage-level figures for report.json
         self.partition_counts: dict[str, list[Counts]] = {}  # per stage, in file order
         self.tasks: dict[str, int] = {}          # Ray tasks (or actor calls) started per step, for manifest.json
+        self.objects: dict[str, int] = {}        # Ray objects made per step, by steps that count them (dedup)
         self.label = ""                          # of the running stage in progress lines: `3/6 dedup`
 
     # -- services for stages

@@ -276,6 +276,7 @@ def run_pipeline(pipeline: Pipeline, cfg: Config, resume: bool = False, overwrit
         else:
             manifest["stages"][name]["seconds"] = round(prior_seconds[name] + ex.timings[name], 3)
             attempt["tasks"] = dict(ex.tasks)  # Ray tasks (or actor calls) per step in this attempt
+            attempt["objects"] = dict(ex.objects)  # Ray objects per step, where counted (dedup's shuffles)
         manifest["stages"][name]["status"] = status
         write_manifest()
 

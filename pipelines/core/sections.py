@@ -123,7 +123,11 @@ class DedupConfig:
     mode: str = "cross"  # "cross": drop lower-ranked sources in multi-source clusters; "all": one doc per cluster
     source_rank: list[str] = field(default_factory=lambda: ["fwe", "dclm", "zyda", "dolma-cc"])
     verify_threshold: float | None = None  # exact Jaccard check of candidate pairs; None = off (as the paper)
-    partitions: int = 16  # hash partitions of every shuffle (buckets, components): bounds a task's memory
+    partitions: int = 16  # hash partitions of the band-key shuffle: bounds a bucket task's memory
+    # MiB of candidate edges (16 bytes each) per partition of the components and resolve steps: their
+    # partition count is the smallest divisor of `partitions` that keeps within it, so a small graph is
+    # not cut into slivers. Components and decisions do not depend on it: not in the config hash.
+    graph_partition_mb: float = 64.0
 
 
 @dataclass

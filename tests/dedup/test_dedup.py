@@ -197,3 +197,39 @@ def test_rerun_dedup_reuses_signatures(ray_instance, local_run, tmp_path):
         return sum(sum(s["stages"]["dedup"]["removed"].values()) for s in r["sources"].values())
     assert dedup_removed(again) > dedup_removed(report) and again["stages"][-1] == "dedup"
     assert (tmp_path / "b9r13" / "dedup" / "decisions").is_dir()
+
+
+def test_shuffle_objects_do_not_grow_with_partitions(ray_instance, local_run, tmp_path):
+    """Each dedup step makes one Ray object per task (map or reduce), never one per (map, partition);
+    the components and resolve steps run on the partitions the graph needs, whatever dedup.partitions;
+    neither changes a decision, and graph_partition_mb changes no byte of the outputs at all."""
+    from pipelines.core.outputs import read_json
+    from pipelines.core.run import rerun_dedup
+    from pipelines.pipeline import PIPELINE
+    run, _ = local_run
+    seen = {}
+    for name, sets in {"p4": ["dedup.partitions=4"], "p64": ["dedup.partitions=64"],
+                       "p64-sliced": ["dedup.partitions=64", "dedup.graph_partition_mb=0.001"]}.items():
+        out = tmp_path / name
+        rerun_dedup(PIPELINE, run, sets, out, quiet=True)
+        attempt = read_json(out / "manifest.json")["attempts"][-1]
+        tasks = {k: v for k, v in attempt["tasks"].items() if k in attempt["objects"]}
+        seen[name] = tasks, attempt["objects"], out
+        assert not (out / "dedup" / "shuffle").exists(), "shuffle files are deleted"
+        assert {k: v - (k == "dedup/resolve") for k, v in attempt["objects"].items()} == tasks  # + the id table
+    (tasks4, objects4, out4), (tasks64, objects64, out64), (tasks_s, objects_s, out_s) = seen.values()
+    maps = tasks4["dedup/bucket_map"]
+    assert maps == tasks64["dedup/bucket_map"] > 1
+    assert objects4["dedup/bucket_map"] + objects4["dedup/buckets"] == maps + 4  # the object store's: maps x 5
+    assert objects64["dedup/bucket_map"] + objects64["dedup/buckets"] == maps + 64  # maps x 65
+    rounds = read_json(out64 / "dedup" / "summary.json")["summary"]["components_rounds"]
+    graph_steps = ("dedup/large", "dedup/small", "dedup/members", "dedup/resolve")
+    assert [objects4[s] for s in graph_steps] == [objects64[s] for s in graph_steps] == [rounds, rounds, 1, 2]
+    assert [objects_s[s] for s in graph_steps] == [16 * rounds, 16 * rounds, 16, 17]  # 0.001 MiB: 9 -> 16 of 64
+    decisions = sorted(p.name for p in (out4 / "dedup" / "decisions").iterdir())
+    assert decisions
+    for p in decisions:
+        assert (out4 / "dedup" / "decisions" / p).read_bytes() == (out64 / "dedup" / "decisions" / p).read_bytes()
+    for p in sorted((out64 / "dedup").rglob("*")):
+        if p.is_file() and "_done" not in p.parts and "signatures" not in p.parts:
+            assert p.read_bytes() == (out_s / p.relative_to(out64)).read_bytes(), p
