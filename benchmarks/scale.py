@@ -14,7 +14,8 @@ step started and the Ray objects dedup's shuffle steps made from its attempt rec
   python -m benchmarks.scale [--mb 250] [--files 4000] [--base-files 64] [--partitions 256]
                              [--cpus N] [--workdir DIR] [--set KEY=VALUE ...]
       -> benchmarks/results/scale.json  (`--set ray.task_group_files=1`: one task per file, as before
-         grouped inputs)
+         grouped inputs; `--files N --base-files N`: one run, its rates only, e.g. the 1 GB run:
+         `--mb 1000 --files 64 --base-files 64 --name scale-1gb`, which benchmarks.projection reads)
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     try:
         runs = {}
-        for files in (a.base_files, a.files):
+        for files in dict.fromkeys((a.base_files, a.files)):  # --files = --base-files: one run (rates only)
             corpus = make_corpus(root, a.mb, files)
             out = root / f"run-{a.mb:g}mb-{files}files"
             shutil.rmtree(out, ignore_errors=True)
@@ -204,6 +205,11 @@ def main(argv: list[str] | None = None) -> dict:
             row["mb_per_s_per_core"]["pipeline"] = round(corpus["text_mb"] / (row["pipeline_seconds"] * cores), 2)
             shutil.rmtree(out, ignore_errors=True)
         base, many = runs[str(a.base_files)], runs[str(a.files)]
+        if base is many:
+            result = {"mb": a.mb, "partitions": a.partitions, "cpus": a.cpus, "overrides": a.sets, "runs": runs}
+            print(json.dumps(result, indent=1))
+            write_results(a.name, result)
+            return result
         stages = base["stage_seconds"]
         ratios = {"wall": ratio(many["wall_seconds"], base["wall_seconds"]),
                   "pipeline": ratio(many["pipeline_seconds"], base["pipeline_seconds"]),
