@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -57,11 +58,16 @@ def make_corpus(root: Path, mb: float, files: int, seed: int = 1) -> dict:
 
 
 class TreeMemory:
-    """Peak resident memory of a process and all its descendants, by kind (driver, Ray worker, other)."""
+    """Peak resident memory of a process and all its descendants, by kind (driver, Ray worker, other),
+    and the CPU seconds they used while watched (user + system, as last sampled: a process's final
+    0.2 s may be missed)."""
 
     def __init__(self, root: psutil.Process, every: float = 0.2):
         self.root, self.every = root, every
         self.peak: dict[int, tuple[str, float]] = {}  # pid -> (kind, peak MB)
+        self.cpu: dict[int, float] = {}  # pid -> CPU seconds at the last sample
+        self.cpu_base: dict[int, float] = {}  # pid -> CPU seconds when first seen, for processes older than us
+        self.sampler_cpu = 0.0
         self.peak_total = 0.0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -84,8 +90,10 @@ class TreeMemory:
                 with open(f"/proc/{p.pid}/status") as f:
                     hwm = next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:")), 0.0)
                 kind = self.peak[p.pid][0] if p.pid in self.peak else self._kind(p)
+                times = p.cpu_times()
             except (psutil.Error, OSError):
                 continue
+            self.cpu[p.pid] = times.user + times.system
             total += rss
             self.peak[p.pid] = (kind, max(self.peak.get(p.pid, (kind, 0.0))[1], rss, hwm))
         self.peak_total = max(self.peak_total, total)
@@ -94,14 +102,22 @@ class TreeMemory:
         while not self.stop.is_set():
             self._sample()
             time.sleep(self.every)
+        self.sampler_cpu = time.thread_time()  # this thread's own CPU, not the watched work's when root is us
 
     def __enter__(self):
+        for p in [self.root] + self.root.children(recursive=True):
+            try:
+                times = p.cpu_times()
+                self.cpu_base[p.pid] = times.user + times.system
+            except psutil.Error:
+                continue
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join()
+        self._sample()
 
     def summary(self) -> dict:
         by_kind: dict[str, list[float]] = {}
@@ -111,7 +127,9 @@ class TreeMemory:
                 "worker_peak_rss_mb": round(max(by_kind.get("worker", [0.0])), 1),
                 "other_ray_peak_rss_mb": round(max(by_kind.get("other", [0.0])), 1),
                 "ray_workers_seen": len(by_kind.get("worker", [])),
-                "tree_peak_rss_mb": round(self.peak_total, 1)}
+                "tree_peak_rss_mb": round(self.peak_total, 1),
+                "tree_cpu_seconds": round(sum(c - self.cpu_base.get(pid, 0.0) for pid, c in self.cpu.items())
+                                          - (self.sampler_cpu if self.root.pid == os.getpid() else 0.0), 1)}
 
 
 # what a run is for (issue 18 counts every other byte as intermediate): shards, the Hub parquet, dedup
