@@ -126,7 +126,7 @@ def test_documents_are_read_where_the_pipeline_put_them(tmp_path):
     assert PIPELINE.docs_folder(cfg, "dedup", "zyda") == "heuristic_filter"
     assert PIPELINE.docs_folder(cfg, "dedup", "dclm") == "ingest"  # a source a stage does not touch is not copied
     assert PIPELINE.docs_folder(cfg, "tokenize", "dclm") == "dedup"  # quality_filter does not apply to dclm
-    assert PIPELINE.docs_folder(cfg, "shards", "fwe") == "quality_filter"  # tokenize writes tokens, not documents
+    assert PIPELINE.docs_folder(cfg, "shards", "fwe") == "quality_filter"  # tokenize writes shards, not documents
     assert PIPELINE.doc_stages() == ("ingest", "heuristic_filter", "dedup", "quality_filter")
 
 
@@ -143,10 +143,13 @@ def test_fused_stages_write_what_unfused_stages_write(local_run, tmp_path, capsy
 
 # sha256 over every output of the local recipe on the shared fixtures (files_digest: all but the
 # manifest, logs and marker timings; the data folder reads as a placeholder), taken before the stage
-# contract was introduced: the refactor moved no byte. Markers count without their config hash, which
-# hashes the quality model's absolute path (a checkout elsewhere has another); the hashes themselves
-# are pinned by test_config_hashes_chain_through_the_pipeline.
-TREE_SHA256 = "e6cfd7d117080ccf834572857f3a22f1a1b3ce4810e7ed5cfd181e134b4d5df7"
+# contract was introduced (the refactor moved no byte), re-pinned when the tokenize stage started
+# writing the shards itself: no tokenize/<source>/<part>.parquet, a train/anneal/val shard per
+# planned shard (planned by characters), tokenize markers with `docs_anneal` and `shard`; each
+# component's documents per role, in order, and its shares of every blend unchanged. Markers count
+# without their config hash, which hashes the quality model's absolute path (a checkout elsewhere has
+# another); the hashes themselves are pinned by test_config_hashes_chain_through_the_pipeline.
+TREE_SHA256 = "e604384c06ef401eeff9c1afc7369bea8020f7608979948560f74c60255ef4bd"
 
 
 def tree_hash(root: Path) -> str:
