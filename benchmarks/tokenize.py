@@ -11,7 +11,7 @@ tokens per CPU second of the process (= tokens/s per core, robust to other load 
 wall time, peak RSS growth over the loaded texts (SentencePiece's, tokenizers' and
 kitoken's include their output as Python lists of ints; ours returns one numpy array).
 Every path is checked id-for-id against SentencePiece; documents that differ are counted.
-On the fixtures the whole tokenize stage is also timed (read, encode, split, token parquet, shard).
+On the fixtures the tokenize stage's shard task is also timed (read, encode, split, Megatron shards).
 
 On request (`--pipeline`), the whole `zyda2.py run` on the large corpus against SentencePiece alone
 encoding the same text on the same 2 cores.
@@ -39,12 +39,12 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from benchmarks.common import DATA, REPO, write_results  # noqa: E402
 from pipelines.core.config import ShardsConfig, TokenizeConfig, load_config  # noqa: E402
-from pipelines.core.sources import INPUT_FOLDERS  # noqa: E402
+from pipelines.core.sources import INPUT_FOLDERS, ROLES  # noqa: E402
+from pipelines.core.stage import Partition  # noqa: E402
 from pipelines.ingest.discover import discover  # noqa: E402
 from pipelines.ingest.stage import ingest_file  # noqa: E402
 from pipelines.tokens.encoder import CachedEncoder, cached_encoder  # noqa: E402
-from pipelines.tokens.shards import write_shard
-from pipelines.tokens.tokenize import tokenize_partition  # noqa: E402
+from pipelines.tokens.tokenize import write_shards  # noqa: E402
 from pipelines.tokens.tokenizer import model_path  # noqa: E402
 
 SCALE_TOOL = DATA.parent / "tools" / "make_scale_corpus.py"
@@ -172,19 +172,16 @@ def compare(texts: list[str], repeat: int) -> dict:
     return out
 
 
-def stage_throughput(parts: list[tuple], work: Path, n_tokens: int) -> int:
-    """tokens per CPU second of the tokenize stage: read, encode, split, token parquet, one shard."""
+def stage_throughput(parts: list[tuple], work: Path) -> int:
+    """tokens per CPU second of the tokenize stage's shard task: read, encode, split, Megatron shards
+    (every partition into one shard per role, under `work`)."""
     cached_encoder(TokenizeConfig().cache_units).encode_flat(["numba loads its kernels on the first call"])
     t0 = time.process_time()
-    shard_inputs = []
-    for sf, path in parts:
-        dest = work / "tok" / sf.source / path.name
-        tokenize_partition(path, dest, sf.source, TokenizeConfig(), ShardsConfig(validation_fraction=0.01))
-        shard_inputs.append(dest)
-    write_shard(work / "shard" / "part_00000", shard_inputs, "train")
+    done = write_shards({role: work / "shards" / role / "part_00000" for role in ROLES},
+                        [Partition.at(sf, work, "ingest", "tokenize") for sf, _ in parts], TokenizeConfig(),
+                        ShardsConfig(validation_fraction=0.01))
     seconds = time.process_time() - t0
-    eos = sum(pq.read_metadata(p).num_rows for p in shard_inputs)  # one EOS per document
-    return round((n_tokens + eos) / seconds)
+    return round(sum(stats["tokens"] for stats, _ in done) / seconds)  # EOS included, as in the shards
 
 
 def pipeline_vs_sentencepiece(corpus: Path, work: Path) -> dict:
@@ -222,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         texts, parts = ingest_corpus(DATA / "sources", work / "fixtures")
         fixtures = compare(texts, repeat=3)
-        fixtures["ours_stage_tokens_per_s"] = stage_throughput(parts, work / "fixtures", fixtures["tokens"])
+        fixtures["ours_stage_tokens_per_s"] = stage_throughput(parts, work / "fixtures")
         del texts
         corpus = args.corpus
         if corpus is None:

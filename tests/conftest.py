@@ -91,3 +91,57 @@ def pretrained_tiny(local_run, tmp_path_factory):
                              "checkpoint_every=75", "optim.lr=5.0e-3"],
                             output_dir=str(tmp_path_factory.mktemp("pretrain")))
     return cfg, train(cfg, quiet=True)
+
+
+def shard_documents(run: Path, component: str, role: str) -> list:
+    """Every document (its token array) of a component's shards of one role, shard after shard."""
+    from pipelines.tokens.indexed_dataset import IndexedDataset
+    docs = []
+    for idx in sorted((run / "shards" / component / role).glob("*.idx")):
+        ds = IndexedDataset(idx.with_suffix(""))
+        docs += [ds[i] for i in range(len(ds))]
+    return docs
+
+
+def kept_documents(run: Path, source: str):
+    """The documents of `source` the run kept, as its tokenize stage read them (file order), with the
+    split and anneal membership the stage's rules give them (columns `val`, `anneal`): a DataFrame."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.core.config import config_from_dict
+    from pipelines.core.schema import read_docs
+    from pipelines.pipeline import PIPELINE
+    from pipelines.tokens.tokenize import anneal_mask, is_validation, split_keys
+    cfg = config_from_dict(json.loads((run / "manifest.json").read_text())["config"])
+    folder = run / PIPELINE.docs_folder(cfg, "tokenize", source) / source
+    frames = []
+    for path in sorted(folder.glob("*.parquet")):
+        table = read_docs(path)
+        keys = split_keys(table.column("nemo_id").to_pylist(), table.column("text").to_pylist(),
+                          run / "dedup" / "decisions" / f"{source}__{path.name}")
+        frame = table.to_pandas()
+        frame["val"] = np.array([is_validation(k, cfg.shards.validation_fraction) for k in keys], bool)
+        frame["anneal"] = anneal_mask(table, source, cfg.shards) & ~frame["val"].to_numpy()
+        frames.append(frame)
+    # the stage reads partitions in input order (by src_file), not in order of their encoded names
+    frames.sort(key=lambda f: f["src_file"].iloc[0] if len(f) else "")
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def shard_tokens_by_id(run: Path) -> dict:
+    """nemo_id -> the tokens the run's train or val shards hold for that document."""
+    from pipelines.core.sources import COMPONENTS
+    tokens = {}
+    for source, component in COMPONENTS.items():
+        docs = kept_documents(run, source)
+        if docs.empty:
+            continue
+        for role, side in (("train", ~docs["val"]), ("val", docs["val"])):
+            ids = list(docs.loc[side, "nemo_id"])
+            held = shard_documents(run, component, role)
+            assert len(ids) == len(held), (component, role)
+            tokens.update(zip(ids, held))
+    return tokens

@@ -302,6 +302,8 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
                        ("dedup.partitions", cfg.dedup.partitions), ("dedup.ngram", cfg.dedup.ngram),
                        ("dedup.graph_partition_mb", cfg.dedup.graph_partition_mb),
                        ("tokenize.cache_units", cfg.tokenize.cache_units),
+                       ("shards.shard_tokens", cfg.shards.shard_tokens),
+                       ("shards.chars_per_token", cfg.shards.chars_per_token),
                        ("network.max_connections_per_host", cfg.network.max_connections_per_host),
                        ("network.timeout_s", cfg.network.timeout_s),
                        ("ray.task_group_mb", cfg.ray.task_group_mb),

@@ -38,6 +38,7 @@ from pipelines.core.stage import (
     Pipeline,
     Stage,
     StageWorker,
+    committed,
     done_stats,
     grouped,
     input_bytes,
@@ -112,13 +113,18 @@ class Executor:
                        files: list[SourceFile] | None = None, label: str | None = None,
                        display: ProgressDisplay | None = None, group_of: Callable[[SourceFile], str | None] | None
                        = None, group_limit: int = 0, actors: list | None = None,
-                       sizes: list[float] | None = None) -> list[dict]:
+                       sizes: list[float] | None = None, commits: list[list[int]] | None = None) -> list[dict]:
         """Run `fn` on every partition (or on `files`) in Ray tasks of grouped partitions (task_groups;
         `sizes`: input bytes of each file, default the file's), or on `actors` (then `fn(actor, files)`
         returns an object ref of their stats); reuse the stats of partitions already done. Results
         come in the order of the files. A `display` given is updated, not closed (the caller has more
         work in the step). With `group_of`, a task's files share their group and at most `group_limit`
-        tasks of one group (e.g. the host a remote file is read from) run at once."""
+        tasks of one group (e.g. the host a remote file is read from) run at once.
+
+        `commits`: fixed groups (indices into the files, e.g. the files of one planned shard) whose
+        outputs are one commit instead: `fn(files) -> [(stats, seconds)]` runs on a whole group
+        (stage.committed writes the markers after it), and a group is redone whole unless every one
+        of its files is done."""
         files = self.files if files is None else files
         sizes = [input_bytes(sf.url) for sf in files] if sizes is None else sizes
         results: dict[int, dict] = {}
@@ -133,12 +139,18 @@ class Executor:
             if display is None:
                 say(self.quiet, label or self.label or step, "nothing to do: no partition goes through this stage")
             return []
-        keys = [group_of(files[i]) for i in todo] if group_of else None
-        waiting = [[todo[j] for j in g] for g in self.task_groups(
-            step, [sizes[i] for i in todo], keys, None if actors is None else len(actors))]
+        if commits is not None:
+            waiting = [g for g in commits if any(i not in results for i in g)]
+            for i in (i for g in waiting for i in g):
+                results.pop(i, None)
+            start = self.remote(committed(self.out, step, config_hash, fn), step).remote
+        else:
+            keys = [group_of(files[i]) for i in todo] if group_of else None
+            waiting = [[todo[j] for j in g] for g in self.task_groups(
+                step, [sizes[i] for i in todo], keys, None if actors is None else len(actors))]
+            if actors is None:
+                start = self.remote(grouped(self.out, step, config_hash, fn), step).remote
         self.tasks[step] = self.tasks.get(step, 0) + len(waiting)
-        if actors is None:
-            start = self.remote(grouped(self.out, step, config_hash, fn), step).remote
         idle = list(actors or ())
         running: dict[str | None, int] = {}
         pending: dict = {}

@@ -26,7 +26,9 @@ PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=[
                        write_statistics=["nemo_id", "source", "src_file", "src_row"])
 
 
-def _tmp(path: Path) -> Path:
+def temp_path(path: Path) -> Path:
+    """Where `path` is written before it appears: beside it, hidden, named after the writing process
+    (what `remove_stale_temp` clears)."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
@@ -37,7 +39,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     killed in between leaves only a `.name.tmp-<pid>` file, which `remove_stale_temp` clears."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
+    tmp = temp_path(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -79,7 +81,7 @@ class PartitionWriter:
         self.path = path
         self.schema = schema
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = _tmp(path)
+        self.tmp = temp_path(path)
         self.writer = pq.ParquetWriter(self.tmp, schema, **PARQUET_OPTIONS)
 
     def write(self, batch: pa.RecordBatch) -> None:

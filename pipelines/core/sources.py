@@ -58,6 +58,9 @@ SOURCES: dict[str, SourceSpec] = {s.name: s for s in (
 SOURCE_NAMES = tuple(SOURCES)
 COMPONENTS = {name: spec.component for name, spec in SOURCES.items()}  # source -> released component
 INPUT_FOLDERS = {name: spec.folder for name, spec in SOURCES.items()}  # source -> folder under --input
+# what a component's shards hold (shards/<component>/<role>/): every training document, the anneal set
+# (training documents too), the held-out documents
+ROLES = ("train", "anneal", "val")
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ A stage is one of two kinds:
   documents and extra tables atomically, writes the completion marker, counts progress, skips
   partitions already done with the same config, and adds up the counts per source. Consecutive
   partition stages can run fused in one task per group (`ray.fuse_partition_stages`).
-- `GlobalStage`: a step over every partition at once (dedup's shuffles, the shards plan),
+- `GlobalStage`: a step over every partition at once (dedup's shuffles, tokenize's shard plan),
   `run(ex, upstream) -> {source: Counts}`, using the executor's services (`ex.map_partitions`,
-  `ex.remote`, `ex.wait`, `ex.done`) and this module's `write_output` / `write_marker`, so that
-  retries, markers and progress are the same as for partition stages.
+  also over fixed groups of partitions that commit together, `ex.remote`, `ex.wait`, `ex.done`)
+  and this module's `write_output` / `write_marker`, so that retries, markers and progress are the
+  same as for partition stages.
 
 Declared, never hand-listed elsewhere: the stage's `name` (its folder in the run), its config
 `section` (and `needs`, the other sections its outputs depend on), which sources it `applies_to`,
@@ -283,6 +284,28 @@ def grouped(out: Path, step: str, config_hash: str, fn: Callable[[SourceFile], d
 
     def run(files: list[SourceFile]) -> list[dict]:
         return [_done_or(out, step, config_hash, sf, task) for sf in files]
+    return run
+
+
+def committed(out: Path, step: str, config_hash: str,
+              fn: Callable[[list[SourceFile]], list[tuple[dict, float]]]) -> Callable:
+    """`fn` for a worker over a group of partitions whose outputs are one commit (the tokenize stage:
+    the files of one shard): `fn(files)` writes them and returns each file's (stats, seconds); every
+    file's start and failure is logged, and its marker written only once `fn` has returned, so a
+    group cut short leaves no marker and is redone whole."""
+    def run(files: list[SourceFile]) -> list[dict]:
+        for sf in files:
+            task_log(out, step, sf, f"start {sf.url}")
+        try:
+            done = fn(files)
+        except BaseException:
+            failure = "failed:\n" + traceback.format_exc()
+            for sf in files:
+                task_log(out, step, sf, failure)
+            raise
+        for sf, (stats, seconds) in zip(files, done):
+            write_marker(out, step, config_hash, sf, stats, seconds)
+        return [stats for stats, _ in done]
     return run
 
 

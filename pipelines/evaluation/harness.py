@@ -33,7 +33,7 @@ import torch
 
 from pipelines.evaluation.scoring import loglikelihoods
 from pipelines.tokens.hf_tokenizer import checkpoint_add_bos
-from pipelines.tokens.indexed_dataset import IndexedDataset
+from pipelines.tokens.indexed_dataset import ConcatenatedDatasets, IndexedDataset
 from pipelines.tokens.tokenizer import _processor
 
 DEFAULT_TASKS = ("arc_easy", "arc_challenge", "piqa", "winogrande", "openbookqa", "hellaswag")
@@ -132,10 +132,12 @@ def token_bytes() -> np.ndarray:
 
 
 @torch.no_grad()
-def bits_per_byte(model, dataset: IndexedDataset, seq_len: int, max_sequences: int, batch_size: int = 8) -> dict:
-    """Tokenizer-independent loss of a held-out shard: total NLL in bits / bytes of text predicted.
+def bits_per_byte(model, dataset: IndexedDataset | ConcatenatedDatasets, seq_len: int, max_sequences: int,
+                  batch_size: int = 8) -> dict:
+    """Tokenizer-independent loss of held-out documents (a component's validation shards, read as one):
+    total NLL in bits / bytes of text predicted.
 
-    The shard is packed in file order into non-overlapping windows (as in validation loss); every
+    The documents are packed in file order into non-overlapping windows (as in validation loss); every
     predicted token counts its bytes (SentencePiece's word-boundary marker counts as the space it is)."""
     from pipelines.training.token_stream import validation_sequences
     seqs = validation_sequences(dataset, seq_len, max_sequences)

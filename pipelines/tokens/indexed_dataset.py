@@ -54,3 +54,24 @@ class IndexedDataset:
     @property
     def n_tokens(self) -> int:
         return int(self.sizes.sum(dtype=np.int64))
+
+
+class ConcatenatedDatasets:
+    """Several shards read as one, in order (a component's validation shards, one per planned shard):
+    `ds[i]` is document i of their concatenation; `sizes` and `n_tokens` as IndexedDataset's."""
+
+    def __init__(self, parts: list[IndexedDataset]):
+        self.parts = parts
+        self.starts = np.cumsum([0] + [len(p) for p in parts])
+        self.sizes = np.concatenate([p.sizes for p in parts]) if parts else np.zeros(0, np.int32)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.parts[k][i - int(self.starts[k])]
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.sizes.sum(dtype=np.int64))

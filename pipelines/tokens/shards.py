@@ -1,13 +1,13 @@
-"""The shards stage: the pipeline's products, from the tokenize stage's per-partition tokens.
+"""The shards stage: the mixtures and the Hub layout over the shards the tokenize stage wrote.
 
-Per component, consecutive partitions are grouped into shards of about `shard_tokens` training
-tokens (cut at partition boundaries, so the plan depends only on token counts and the same input
-gives the same shards whatever the worker count); one Ray task per shard:
-  shards/<component>/{train,anneal}/part_NNNNN.{bin,idx}, shards/<component>/val/part_00000
-  (a shard that would hold no document is not written; its role is reported as empty)
-Hub-layout parquet: publish/data/<component>/<subfolder>/part.N.parquet
+The tokenize stage plans and writes the Megatron shards (tokenize.py); each of its partition markers
+names the shard its documents went into, with their documents and tokens per role, so this stage
+lists the shards without reading them:
+  shards/<component>/{train,anneal,val}/part_NNNNN.{bin,idx}  (written by tokenize; a role without a
+  document has no file and is reported in `empty_roles`)
 Mixtures: shards/blends/{pretrain,anneal,valid}.json (paths relative to the run) and .txt
 (Megatron's `--data-path` syntax, absolute prefixes; `reroot_blends` rewrites them).
+Hub-layout parquet: publish/data/<component>/<subfolder>/part.N.parquet, one Ray task per partition.
 """
 
 from __future__ import annotations
@@ -15,54 +15,11 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from pipelines.core.counts import Counts
 from pipelines.core.outputs import write_json, write_table, write_text
 from pipelines.core.schema import QUALITY_SCHEMA, read_docs
-from pipelines.core.sources import COMPONENTS, SOURCES
+from pipelines.core.sources import COMPONENTS, ROLES, SOURCES
 from pipelines.core.stage import GlobalStage
-from pipelines.tokens.indexed import write_indexed
-
-
-def plan_shards(token_counts: list[int], target: int) -> list[list[int]]:
-    """Consecutive groups of partitions holding about `target` tokens each."""
-    groups, current, size = [], [], 0
-    for i, n in enumerate(token_counts):
-        current.append(i)
-        size += n
-        if size >= target:
-            groups.append(current)
-            current, size = [], 0
-    if current:
-        groups.append(current)
-    return groups
-
-
-def write_shard(prefix: Path, token_files: list[Path], select: str) -> dict:
-    """Concatenate the selected documents of `token_files` into one indexed shard; none is written
-    when no document is selected (Megatron cannot memory-map an empty .bin)."""
-    parts, lengths, docs = [], [], 0
-    for path in token_files:
-        t = pq.read_table(path)
-        mask = {"train": pc_equal(t, "split", "train"), "val": pc_equal(t, "split", "val"),
-                "anneal": t.column("anneal").to_numpy(zero_copy_only=False)}[select]
-        t = t.filter(pa.array(mask))
-        col = t.column("tokens").combine_chunks()
-        parts.append(col.values.to_numpy(zero_copy_only=False).astype(np.uint16))
-        lengths.append(np.diff(col.offsets.to_numpy()))
-        docs += t.num_rows
-    tokens = np.concatenate(parts) if parts else np.zeros(0, np.uint16)
-    lens = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-    if docs:
-        write_indexed(prefix, tokens, lens)
-    return {"prefix": str(prefix), "documents": docs, "tokens": int(lens.sum())}
-
-
-def pc_equal(table: pa.Table, column: str, value: str) -> np.ndarray:
-    return np.array(table.column(column).to_pylist()) == value
 
 
 def publish_partition(src: Path, dest: Path) -> int:
@@ -72,54 +29,58 @@ def publish_partition(src: Path, dest: Path) -> int:
     return table.num_rows
 
 
+def shard_summary(partitions: list[Counts]) -> dict:
+    """Per component, its shards per role (path, tokens, documents; only shards holding documents)
+    and token totals, added up from the tokenize stage's partition counts (in file order, so each
+    role's shards come in plan order)."""
+    summary = {c: {"train_tokens": 0, "val_tokens": 0, "anneal_tokens": 0, "train_shards": [], "anneal_shards": [],
+                   "val_shards": [], "val_documents": 0} for c in COMPONENTS.values()}
+    shards: dict[tuple[str, str, str], dict] = {}
+    for p in partitions:
+        f, component = p.figures, COMPONENTS[p.source]
+        roles = {"train": (p.out - f["docs_val"], f["tokens"] - f["tokens_val"]),
+                 "anneal": (f["docs_anneal"], f["tokens_anneal"]), "val": (f["docs_val"], f["tokens_val"])}
+        for role, (docs, tokens) in roles.items():
+            shard = shards.setdefault((component, role, p.notes["shard"]), {
+                "path": f"shards/{component}/{role}/{p.notes['shard']}", "tokens": 0, "documents": 0})
+            shard["tokens"] += tokens
+            shard["documents"] += docs
+    for (component, role, _), shard in shards.items():
+        c = summary[component]
+        c[f"{role}_tokens"] += shard["tokens"]
+        if role == "val":
+            c["val_documents"] += shard["documents"]
+        if shard["documents"]:
+            c[f"{role}_shards"].append(shard)
+    return summary
+
+
 class ShardsStage(GlobalStage):
     name = "shards"
-    writes_docs = False  # its products are shards, blends and Hub parquet
+    writes_docs = False  # its products are blends and Hub parquet
 
     def run(self, ex, upstream: dict[str, Counts]) -> dict[str, Counts]:
         cfg = ex.cfg.shards
-        stats = [c.figures for c in ex.partition_counts["tokenize"]]
         out = ex.out
+        summary = shard_summary(ex.partition_counts["tokenize"])
+        for v in summary.values():
+            v["published_documents"] = 0
         jobs, meta = [], []
-        write = ex.remote(write_shard, self.name)
-        for source, component in COMPONENTS.items():
-            files = [(sf, s) for sf, s in zip(ex.files, stats) if sf.source == source]
-            if not files:
-                continue
-            token_files = [out / "tokenize" / source / f"{sf.part_name}.parquet" for sf, _ in files]
-            for split, key in (("train", "tokens"), ("anneal", "tokens_anneal")):
-                counts = [s[key] - (s["tokens_val"] if split == "train" else 0) for _, s in files]
-                for k, group in enumerate(plan_shards(counts, cfg.shard_tokens)):
-                    prefix = out / "shards" / component / split / f"part_{k:05d}"
-                    jobs.append(write.remote(prefix, [token_files[i] for i in group], split))
-                    meta.append((source, component, split))
-            jobs.append(write.remote(out / "shards" / component / "val" / "part_00000", token_files, "val"))
-            meta.append((source, component, "val"))
-            if cfg.publish_parquet:
-                publish = ex.remote(publish_partition, self.name)
-                counters: dict[str, int] = {}
-                for sf, _ in files:
-                    parts = PurePosixPath(sf.rel).parts
-                    sub = SOURCES[source].subfolder(sf.rel) or (parts[0] if len(parts) > 1 else "default")
-                    n = counters.get(sub, 0)
-                    counters[sub] = n + 1
-                    jobs.append(publish.remote(ex.partition(self.name, sf).docs,
-                                               out / "publish" / "data" / component / sub / f"part.{n}.parquet"))
-                    meta.append((source, component, "publish"))
-        results = ex.wait(jobs, self.name, sum(u.out for u in upstream.values()))
-        summary = {c: {"train_tokens": 0, "val_tokens": 0, "anneal_tokens": 0, "train_shards": [], "anneal_shards": [],
-                       "val_shards": [], "val_documents": 0, "published_documents": 0} for c in COMPONENTS.values()}
-        for (_source, component, split), r in zip(meta, results):
-            c = summary[component]
-            if split == "publish":
-                c["published_documents"] += r
-                continue
-            c[f"{split}_tokens"] += r["tokens"]
-            if split == "val":
-                c["val_documents"] = r["documents"]
-            if r["documents"]:
-                c[f"{split}_shards"].append({"path": str(Path(r["prefix"]).relative_to(out)), "tokens": r["tokens"],
-                                             "documents": r["documents"]})
+        if cfg.publish_parquet:
+            publish = ex.remote(publish_partition, self.name)
+            counters: dict[tuple[str, str], int] = {}
+            for sf in ex.files:
+                component = COMPONENTS[sf.source]
+                parts = PurePosixPath(sf.rel).parts
+                sub = SOURCES[sf.source].subfolder(sf.rel) or (parts[0] if len(parts) > 1 else "default")
+                n = counters.get((component, sub), 0)
+                counters[(component, sub)] = n + 1
+                jobs.append(publish.remote(ex.partition(self.name, sf).docs,
+                                           out / "publish" / "data" / component / sub / f"part.{n}.parquet"))
+                meta.append(component)
+        published = ex.wait(jobs, self.name, sum(u.out for u in upstream.values())) if jobs else []
+        for component, n in zip(meta, published):
+            summary[component]["published_documents"] += n
         summary = {c: v for c, v in summary.items() if v["train_shards"] or v["val_shards"] or v["anneal_shards"]}
         for v in summary.values():
             v["empty_roles"] = [role for role in ROLES if not v[f"{role}_shards"]]
@@ -127,9 +88,6 @@ class ShardsStage(GlobalStage):
         ex.details[self.name] = {"components": summary, "mixtures": {k: blends[k] for k in ("pretrain", "anneal")},
                                   "validation": blends["valid"]}
         return {s: Counts(s, read=u.out, out=u.out, chars_out=u.chars_out) for s, u in upstream.items()}
-
-
-ROLES = ("train", "anneal", "val")
 
 
 def write_blends(out: Path, summary: dict, cfg) -> dict:

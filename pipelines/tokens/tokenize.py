@@ -1,33 +1,49 @@
-"""The tokenize stage: Mistral v0.1 ids of every kept document, with its split and anneal membership.
+"""The tokenize stage: Mistral v0.1 ids of every kept document, written straight into Megatron shards.
 
-One task per partition: the ids (+EOS, optional BOS), the document's split (`val` when a hash of its
-split key falls under `shards.validation_fraction`, else `train`) and whether it belongs to the
-anneal set. The split key is the document's dedup cluster root when it is in a cluster, else its
-text, so identical texts and near-duplicates always land on the same side.
--> tokenize/<source>/<part>.parquet (TOKEN_SCHEMA)
+One pass over the text and no token intermediate: the shards are planned before any document is
+read, and each shard's task tokenizes its documents into the shard's files.
+
+Plan. Per component, consecutive input partitions (in file order) are grouped into shards of about
+`shards.shard_tokens` tokens, cut at partition boundaries. Tokens are not known before tokenizing,
+so the plan counts characters: each partition's `chars_out` (from the completion marker of the stage
+that last wrote its documents) against `shard_tokens x shards.chars_per_token` (Mistral v0.1 on
+English web text: 4.02-4.15 characters per token on the fixtures' four sources; the default 4.0).
+The plan depends on those counts and the file order alone, so the same input gives the same shards
+whatever the worker count or task grouping.
+
+One Ray task per planned shard k reads its partitions' documents in order, tokenizes them (ids + EOS,
+optional BOS; encoder.py), decides each document's split and anneal membership, and streams them
+into (`.bin` + `.idx` each; a role without a document is not written, Megatron cannot map it):
+  shards/<component>/train/part_k    the train documents (the anneal set's too)
+  shards/<component>/anneal/part_k   the train documents of the anneal set
+  shards/<component>/val/part_k      the validation documents
+Split: a document is `val` when a hash of its split key falls under `shards.validation_fraction`.
+The key is its dedup cluster root when it is in a cluster, else its text, so identical texts and
+near-duplicates always land on the same side.
+
+Markers: one per partition, `tokenize/_done/<source>__<part>.json`, written once its shard is
+committed, with the report's figures (tokens, tokens_val, tokens_anneal, docs_val, docs_anneal) and
+the shard it went into (`shard`: the shards stage lists the shards from it). A shard is redone whole
+when any of its partitions lacks a marker with this config (a task killed mid-shard leaves none).
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.core.counts import Counts
-from pipelines.core.outputs import write_table
+from pipelines.core.counts import Counts, by_source
 from pipelines.core.schema import read_docs
-from pipelines.core.stage import Partition, PartitionStage, StageOutput
+from pipelines.core.sources import COMPONENTS, ROLES
+from pipelines.core.stage import GlobalStage, Partition, RunError, input_bytes
 from pipelines.tokens.encoder import cached_encoder
-
-TOKEN_SCHEMA = pa.schema([
-    pa.field("nemo_id", pa.string(), nullable=False),
-    pa.field("split", pa.string(), nullable=False),   # train | val
-    pa.field("anneal", pa.bool_(), nullable=False),   # in the anneal set (train documents only)
-    pa.field("tokens", pa.large_list(pa.uint16()), nullable=False),
-])
+from pipelines.tokens.indexed import IndexedWriter
 
 
 def is_validation(key: str, fraction: float) -> bool:
@@ -49,34 +65,6 @@ def split_keys(nemo_ids: list[str], texts: list[str], decisions: Path | None) ->
     return [f"cluster:{clusters[i]}" if i in clusters else f"text:{text}" for i, text in zip(nemo_ids, texts)]
 
 
-def tokenize_table(docs: Path, source: str, tcfg, scfg, decisions: Path | None = None) -> tuple[pa.Table, dict]:
-    """One partition's documents as TOKEN_SCHEMA rows, and their counts (marker stats).
-    `decisions`: the partition's dedup decisions (cluster roots), which the split follows."""
-    table = read_docs(docs, ["nemo_id", "text", "int_score", "quality_prob"])
-    texts = table.column("text").to_pylist()
-    ids, offsets = cached_encoder(tcfg.cache_units).encode_flat(texts, tcfg.add_bos, tcfg.append_eos)
-    nemo_ids = table.column("nemo_id").to_pylist()
-    split = np.array(["val" if is_validation(k, scfg.validation_fraction) else "train"
-                      for k in split_keys(nemo_ids, texts, decisions)], dtype=object)
-    val = split == "val"
-    anneal = anneal_mask(table, source, scfg) & ~val
-    lengths = np.diff(offsets)
-    tokens = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(ids.astype(np.uint16), pa.uint16()))
-    out = pa.table({"nemo_id": nemo_ids, "split": split.tolist(), "anneal": anneal, "tokens": tokens},
-                   schema=TOKEN_SCHEMA)
-    return out, {"source": source, "read": table.num_rows, "out": table.num_rows, "removed": {}, "quarantined": 0,
-                 "chars_out": 0, "tokens": int(lengths.sum()),
-                 "tokens_val": int(lengths[val].sum()), "tokens_anneal": int(lengths[anneal].sum()),
-                 "docs_val": int(val.sum())}
-
-
-def tokenize_partition(docs: Path, dest: Path, source: str, tcfg, scfg, decisions: Path | None = None) -> dict:
-    """`tokenize_table` written to `dest` (outside a run: benchmarks); returns its counts."""
-    table, stats = tokenize_table(docs, source, tcfg, scfg, decisions)
-    write_table(dest, table)
-    return stats
-
-
 def anneal_mask(table: pa.Table, source: str, cfg) -> np.ndarray:
     n = table.num_rows
     if source not in cfg.anneal_components:
@@ -88,18 +76,105 @@ def anneal_mask(table: pa.Table, source: str, cfg) -> np.ndarray:
     return np.nan_to_num(prob, nan=-1) >= cfg.anneal_min_quality_prob
 
 
-class TokenizeStage(PartitionStage):
-    """Mistral v0.1 ids of every kept document, its split and anneal membership (module docstring)."""
+def plan_shards(sizes: list[float], target: float) -> list[list[int]]:
+    """Consecutive groups of partitions of about `target` each (a group closes once it reaches it)."""
+    groups, current, size = [], [], 0.0
+    for i, n in enumerate(sizes):
+        current.append(i)
+        size += n
+        if size >= target:
+            groups.append(current)
+            current, size = [], 0.0
+    if current:
+        groups.append(current)
+    return groups
+
+
+def shard_prefix(out: Path, component: str, role: str, k: int) -> Path:
+    return out / "shards" / component / role / f"part_{k:05d}"
+
+
+def write_shards(prefixes: dict[str, Path], parts: list[Partition], tcfg, scfg) -> list[tuple[dict, float]]:
+    """Tokenize `parts` in order into one shard per role (`prefixes`: role -> prefix, ROLES); returns
+    each partition's (counts as marker stats, seconds). Only one partition's documents and ids are
+    in memory at a time: the shards stream to disk (IndexedWriter)."""
+    writers = {role: IndexedWriter(prefixes[role]) for role in ROLES}
+    encoder = cached_encoder(tcfg.cache_units)
+    done = []
+    for part in parts:
+        t0 = time.monotonic()
+        table = read_docs(part.docs, ["nemo_id", "text", "int_score", "quality_prob"])
+        texts = table.column("text").to_pylist()
+        ids, offsets = encoder.encode_flat(texts, tcfg.add_bos, tcfg.append_eos)
+        ids = ids.astype(np.uint16)  # Mistral's 32,000 ids fit; Megatron's dtype code 8
+        val = np.array([is_validation(k, scfg.validation_fraction) for k in split_keys(
+            table.column("nemo_id").to_pylist(), texts, part.table_path("dedup/decisions"))], bool)
+        anneal = anneal_mask(table, part.source, scfg) & ~val
+        lengths = np.diff(offsets)
+        for role, docs in (("train", ~val), ("anneal", anneal), ("val", val)):
+            writers[role].write(ids[np.repeat(docs, lengths)], lengths[docs])
+        chars = int(pc.sum(pc.utf8_length(table.column("text"))).as_py() or 0)
+        counts = part.counts(read=table.num_rows, out=table.num_rows, chars_out=chars, figures={
+            "tokens": int(lengths.sum()), "tokens_val": int(lengths[val].sum()),
+            "tokens_anneal": int(lengths[anneal].sum()), "docs_val": int(val.sum()), "docs_anneal": int(anneal.sum())})
+        part.advance(table.num_rows, int(input_bytes(part.docs)))
+        done.append((counts.partition_dict(), time.monotonic() - t0))
+    for writer in writers.values():
+        writer.close()
+    return done
+
+
+class TokenizeStage(GlobalStage):
+    """Plan the shards, then one task per shard tokenizes its partitions into it (module docstring)."""
     name = "tokenize"
-    needs = ("shards",)  # the split and the anneal set follow shards.validation_fraction and anneal_*
-    writes_docs = False  # its output is tokens: later stages read documents from where they were
+    needs = ("shards",)  # the plan, the split and the anneal set follow the shards section
+    writes_docs = False  # its products are shards: later stages read documents from where they were
 
-    def process(self, part: Partition, cfg) -> StageOutput:
-        table, stats = tokenize_table(part.docs, part.source, cfg.tokenize, cfg.shards,
-                                      part.table_path("dedup/decisions"))
-        counts = Counts.from_partition_dict({"src_file": part.file.rel, **stats})
-        return StageOutput(table, counts, progress_bytes=stats["tokens"] * 2)
+    def run(self, ex, upstream: dict[str, Counts]) -> dict[str, Counts]:
+        cfg, out, progress, name = ex.cfg, ex.out, ex.progress, self.name
+        files = ex.files
+        folders = {s: ex.docs_folder(name, s) for s in {sf.source for sf in files}}
+        target = cfg.shards.shard_tokens * cfg.shards.chars_per_token
+        commits, shard_of = [], {}
+        for source, component in COMPONENTS.items():
+            mine = [i for i, sf in enumerate(files) if sf.source == source]
+            groups = plan_shards([self.planned_chars(ex, folders[source], files[i]) for i in mine], target)
+            for k, group in enumerate(groups):
+                commits.append([mine[j] for j in group])
+                for j in group:
+                    shard_of[(source, files[mine[j]].rel)] = (component, k)
+            if mine:
+                remove_unplanned(out / "shards" / component, len(groups))
 
-    def summarize(self, ex, counts, by_source, upstream) -> None:
-        for source, c in by_source.items():  # tokenizing keeps every document and its characters
-            c.chars_out = upstream[source].chars_out
+        def task(sfs: list) -> list[tuple[dict, float]]:  # ships the config and the plan, not the executor
+            component, k = shard_of[(sfs[0].source, sfs[0].rel)]
+            parts = [Partition.at(sf, out, folders[sf.source], name, progress) for sf in sfs]
+            done = write_shards({role: shard_prefix(out, component, role, k) for role in ROLES}, parts,
+                                cfg.tokenize, cfg.shards)
+            return [({**stats, "shard": f"part_{k:05d}"}, seconds) for stats, seconds in done]
+
+        stats = ex.map_partitions(name, ex.config_hash(name), task, files, commits=commits,
+                                  sizes=ex.input_sizes(name, files))
+        counts = [Counts.from_partition_dict(s) for s in stats]
+        ex.partition_counts[name] = counts  # the shards stage lists the shards from their `shard`
+        totals = by_source(counts, [s for s in upstream if s in folders])
+        for source, c in upstream.items():
+            totals.setdefault(source, Counts.passthrough(source, c))
+        return dict(sorted(totals.items()))
+
+    def planned_chars(self, ex, folder: str, sf) -> int:
+        """Characters of a partition's documents, before reading them: `chars_out` in the marker of
+        the stage that wrote them."""
+        stats = ex.done(folder, ex.config_hash(folder), sf)
+        if stats is None:
+            raise RunError(f"{self.name}: {sf.source} {sf.rel} has no completion marker in {folder}/, so its "
+                           "shard cannot be planned; finish the run with --resume")
+        return stats["chars_out"]
+
+
+def remove_unplanned(folder: Path, shards: int) -> None:
+    """Delete a component's shards numbered past the plan (left by an earlier attempt whose input
+    planned more), so the folder holds exactly what the report lists."""
+    for path in folder.glob("*/part_*.*"):
+        if path.suffix in (".bin", ".idx") and int(path.stem.removeprefix("part_")) >= shards:
+            path.unlink()

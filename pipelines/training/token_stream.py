@@ -16,7 +16,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from pipelines.tokens.indexed_dataset import IndexedDataset
+from pipelines.tokens.indexed_dataset import ConcatenatedDatasets, IndexedDataset
 from pipelines.training import TrainError
 
 
@@ -88,7 +88,7 @@ def mixture_sources(entries, base_dir: Path | None = None) -> list[Source]:
 class DocumentStream:
     """One dataset's documents as an endless token stream, shuffled per epoch by (seed, index, epoch)."""
 
-    def __init__(self, dataset: IndexedDataset, seed: int, index: int, shuffle: bool = True):
+    def __init__(self, dataset: IndexedDataset | ConcatenatedDatasets, seed: int, index: int, shuffle: bool = True):
         self.ds, self.seed, self.index, self.shuffle = dataset, seed, index, shuffle
         self.epoch_tokens = dataset.n_tokens
         self._epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -139,13 +139,17 @@ class PackedSequences:
         return np.stack([self.sample(n) for n in range(start, start + size)])
 
 
-def validation_shards(run: Path) -> dict[str, IndexedDataset]:
-    """Each component's held-out shard in a run folder (`shards/<component>/val/`), by component."""
-    return {idx.parent.parent.name: IndexedDataset(idx.with_suffix(""))
-            for idx in sorted((Path(run) / "shards").glob("*/val/*.idx"))}
+def validation_shards(run: Path) -> dict[str, ConcatenatedDatasets]:
+    """Each component's held-out documents in a run folder (its shards `shards/<component>/val/*`, one
+    per planned shard, read as one in plan order, so in file order), by component."""
+    parts: dict[str, list[IndexedDataset]] = {}
+    for idx in sorted((Path(run) / "shards").glob("*/val/*.idx")):
+        parts.setdefault(idx.parent.parent.name, []).append(IndexedDataset(idx.with_suffix("")))
+    return {name: ConcatenatedDatasets(shards) for name, shards in parts.items()}
 
 
-def validation_sequences(dataset: IndexedDataset, seq_len: int, max_sequences: int) -> np.ndarray:
+def validation_sequences(dataset: IndexedDataset | ConcatenatedDatasets, seq_len: int,
+                         max_sequences: int) -> np.ndarray:
     """A held-out split packed in file order, no wrap-around: the same sequences at every evaluation."""
     n = min(max_sequences, (dataset.n_tokens - 1) // seq_len)
     if n <= 0:

@@ -10,6 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from tests.conftest import shard_tokens_by_id
+
 ADVERSARIAL = ["", " ", "  two leading", "trailing   ", "a\n\nb\t\tc\r\n", "\u00a0nbsp\u2003em", "emoji 🎉🎉 𝄞",
                "▁ and <s> </s> <unk> as text", " " * 40, "\n" * 5, "é vs e\u0301", "x  y   z    w"]
 
@@ -47,10 +49,9 @@ def test_auto_tokenizer_is_id_exact_on_every_published_document(checkpoint, loca
         ids, texts = ids[::20], texts[::20]
     mismatched = [i for i, text in zip(ids, texts) if tok(text)["input_ids"] != sentencepiece.encode(text)]
     assert mismatched == []
-    shards = pq.read_table(sorted((run / "tokenize").rglob("*.parquet")), columns=["nemo_id", "tokens"])
-    trained = dict(zip(shards.column("nemo_id").to_pylist(), shards.column("tokens").to_pylist()))
+    trained = shard_tokens_by_id(run)
     for i, text in zip(ids[::40], texts[::40]):
-        assert tok(text)["input_ids"] + [tok.eos_token_id] == trained[i]
+        assert tok(text)["input_ids"] + [tok.eos_token_id] == trained[i].tolist()
     for text in ADVERSARIAL:
         assert tok(text)["input_ids"] == sentencepiece.encode(text)
 

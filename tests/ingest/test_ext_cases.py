@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.core.schema import read_documents
-from tests.conftest import run_local
+from pipelines.core.sources import COMPONENTS
+from tests.conftest import run_local, shard_documents
 
 # case -> (disabled sources, {source: (read, kept, quarantined, {quarantine reason: n}, {removal: n} or None)})
 # None for removals: quality-classifier removals are the model's call, not this case's subject
@@ -89,8 +90,9 @@ def test_invalid_utf8_rows_are_named_and_the_rest_tokenized(ext_runs):
                                                    ("zyda_c4-en/train-00000-of-00001.parquet", 3),
                                                    ("zyda_c4-en/train-00000-of-00001.parquet", 11)]
     assert q.reason.str.startswith("invalid_utf8: byte ").all()
-    tokens = _table(out, "tokenize")
-    assert len(tokens) == report["sources"]["fwe"]["kept"] + report["sources"]["zyda"]["kept"]
+    held = sum(len(shard_documents(out, c, role)) for c in ("fwe3", "zyda_crossdeduped-filtered")
+               for role in ("train", "val"))
+    assert held == report["sources"]["fwe"]["kept"] + report["sources"]["zyda"]["kept"]
 
 
 def test_surrogates_follow_the_policy(ext_runs, data_dir):
@@ -119,11 +121,11 @@ def test_non_finite_numbers_become_null_and_stay_readable(ext_runs):
 
 
 def test_no_blank_text_reaches_the_shards(ext_runs):
-    out, _ = ext_runs["09-whitespace-and-short-docs"]
-    for folder in ("ingest", "tokenize"):
-        table = _table(out, folder)
-        if "text" in table:
-            assert not table.text.str.isspace().any() and (table.text.str.len() > 0).all()
+    out, report = ext_runs["09-whitespace-and-short-docs"]
+    table = _table(out, "ingest")
+    assert not table.text.str.isspace().any() and (table.text.str.len() > 0).all()
+    shards = [d for c in COMPONENTS.values() for role in ("train", "val") for d in shard_documents(out, c, role)]
+    assert len(shards) == report["totals"]["kept"] and all(len(d) > 1 for d in shards)  # more than EOS alone
     q = _table(out, "quarantine")
     assert sorted(zip(q.source, q.src_row)) == [("dclm", 1), ("dclm", 3), ("fwe", 2)]
 

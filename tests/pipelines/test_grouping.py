@@ -84,8 +84,17 @@ def test_grouping_moves_no_byte(local_run, tmp_path):
     assert run_local(one, overrides=ONE_TASK) == report
     assert files_digest(one) == files_digest(reference)
     signatures = next((one / "logs" / "dedup" / "signatures").iterdir()).relative_to(one / "logs")
-    for step in ("ingest", signatures, "tokenize"):  # each stage's files went through one task
+    for step in ("ingest", signatures):  # each stage's files went through one task
         assert len(_pids(one, step)) == 1, step
+    # tokenize's tasks are its planned shards whatever the grouping: one task per shard, with all its files
+    shard_pids: dict[tuple[str, str], set[str]] = {}
+    for marker in (one / "tokenize" / "_done").glob("*.json"):
+        stats = json.loads(marker.read_text())["stats"]
+        log = (one / "logs" / "tokenize" / marker.name).with_suffix(".log").read_text()
+        pid = re.search(r" pid (\d+) start", log).group(1)
+        shard_pids.setdefault((stats["source"], stats["shard"]), set()).add(pid)
+    assert all(len(pids) == 1 for pids in shard_pids.values())
+    assert json.loads((one / "manifest.json").read_text())["attempts"][-1]["tasks"]["tokenize"] == len(shard_pids)
     assert len(_pids(one, "quality_filter")) == 2  # one task (the int_score cut), one actor call (fastText)
     alone = tmp_path / "alone_fused"
     assert run_local(alone, overrides=ALONE + ["ray.fuse_partition_stages=true"]) == report

@@ -126,7 +126,7 @@ def test_documents_are_read_where_the_pipeline_put_them(tmp_path):
     assert PIPELINE.docs_folder(cfg, "dedup", "zyda") == "heuristic_filter"
     assert PIPELINE.docs_folder(cfg, "dedup", "dclm") == "ingest"  # a source a stage does not touch is not copied
     assert PIPELINE.docs_folder(cfg, "tokenize", "dclm") == "dedup"  # quality_filter does not apply to dclm
-    assert PIPELINE.docs_folder(cfg, "shards", "fwe") == "quality_filter"  # tokenize writes tokens, not documents
+    assert PIPELINE.docs_folder(cfg, "shards", "fwe") == "quality_filter"  # tokenize writes shards, not documents
     assert PIPELINE.doc_stages() == ("ingest", "heuristic_filter", "dedup", "quality_filter")
 
 
@@ -142,14 +142,16 @@ def test_fused_stages_write_what_unfused_stages_write(local_run, tmp_path, capsy
 
 
 # sha256 over every output of the local recipe on the shared fixtures (files_digest: all but the
-# manifest, logs and marker timings; the data folder reads as a placeholder). Re-pinned when the stages
-# after ingest began storing selections instead of copies (issue 18): only their own folders changed;
-# tokens, shards, Hub parquet and dedup decisions kept every byte; and again for zstd level 3 (every
-# parquet file's bytes, not its contents), and for the config hash in dedup/summary.json when ingest
-# gained `split_mb`. Markers count without their config hash, which
-# hashes the quality model's absolute path (a checkout elsewhere has another); the hashes themselves
-# are pinned by test_config_hashes_chain_through_the_pipeline.
-TREE_SHA256 = "57844d10b82d3983e7167f998edf62e6c50fd5e83e640ee90f242b7ff3ac3757"
+# manifest, logs and marker timings; the data folder reads as a placeholder). Re-pinned (issue 18) when
+# the stages after ingest began storing selections instead of copies (only their own folders changed),
+# for zstd level 3 (every parquet file's bytes, not its contents), for the config hash in
+# dedup/summary.json when ingest gained `split_mb`, and when the tokenize stage started writing the
+# shards itself: no tokenize/<source>/<part>.parquet, a train/anneal/val shard per planned shard
+# (planned by characters), tokenize markers with `docs_anneal` and `shard`; each component's documents
+# per role, in order, and its shares of every blend unchanged. Markers count without their config hash,
+# which hashes the quality model's absolute path (a checkout elsewhere has another); the hashes
+# themselves are pinned by test_config_hashes_chain_through_the_pipeline.
+TREE_SHA256 = "d31da177ece2caf805c4ad41a5a1ebe073008f3d3dced0801e797908c157f744"
 
 
 def tree_hash(root: Path) -> str:

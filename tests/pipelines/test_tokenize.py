@@ -10,14 +10,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.core.schema import read_folder
 from pipelines.core.sources import COMPONENTS
-from pipelines.tokens.indexed import write_indexed
+from pipelines.tokens.indexed import IndexedWriter, write_indexed
 from pipelines.tokens.indexed_dataset import IndexedDataset
-from pipelines.tokens.shards import plan_shards
+from pipelines.tokens.tokenize import plan_shards
 from pipelines.tokens.tokenizer import BOS, EOS, decode, encode, model_path
-from pipelines.training.token_stream import blend, mixture_sources
+from pipelines.training.token_stream import blend, mixture_sources, validation_shards
 from pipelines.training.train_config import MixtureEntry
+from tests.conftest import kept_documents, shard_documents
 
 ADVERSARIAL = ["", " ", "  two leading", "trailing   ", "a\n\nb\t\tc\r\n", "\u00a0nbsp\u2003em", "emoji 🎉🎉 𝄞",
                "12345 3.14159 1e-9", "日本語のテキスト", "\x00\x01\x7f control", "▁ and <s> </s> <unk> as text",
@@ -41,28 +41,63 @@ def test_adversarial_strings_round_trip_and_match_sentencepiece(text):
 
 
 def test_shards_hold_exactly_the_tokens_of_every_kept_document(local_run):
-    """Every kept document's ids (+EOS) appear in its component's train or val shard, in order."""
+    """Every kept document's SentencePiece ids (+EOS) are in its component's train or val shards, in
+    order, and the anneal set's in the anneal shards; nothing else is."""
     out, report = local_run
     for source, component in COMPONENTS.items():
-        tok = pq.read_table(sorted((out / "tokenize" / source).glob("*.parquet"))).to_pandas()
-        # ids equal a fresh encoding of the documents the last stage kept
-        where = {"dclm": "dedup"}.get(source, "quality_filter")
-        docs = read_folder(out / where / source).to_pandas()
-        assert list(docs["nemo_id"]) == list(tok["nemo_id"])
-        fresh = encode(list(docs["text"]))
-        assert all(list(a) == b for a, b in zip(tok["tokens"], fresh))
-        train = [IndexedDataset(p.with_suffix(""))
-                 for p in sorted((out / "shards" / component / "train").glob("*.idx"))]
-        got = [list(d[i]) for d in train for i in range(len(d))]
-        want = [list(t) for t, s in zip(tok["tokens"], tok["split"]) if s == "train"]
-        assert got == want                                        # no validation document in training
-        val = IndexedDataset(out / "shards" / component / "val" / "part_00000")
-        assert [list(val[i]) for i in range(len(val))] == [list(t) for t, s in zip(tok["tokens"], tok["split"])
-                                                          if s == "val"]
-        assert 0 < len(val) < len(got) and all(x[-1] == EOS for x in got)
+        docs = kept_documents(out, source)
+        fresh = encode(list(docs["text"]))  # SentencePiece itself
+        val, anneal = docs["val"].to_numpy(), docs["anneal"].to_numpy()
+        got = {role: [list(d) for d in shard_documents(out, component, role)] for role in ("train", "anneal", "val")}
+        assert got["train"] == [t for t, v in zip(fresh, val) if not v]   # no validation document in training
+        assert got["val"] == [t for t, v in zip(fresh, val) if v]
+        assert got["anneal"] == [t for t, a in zip(fresh, anneal) if a]
+        assert 0 < len(got["val"]) < len(got["train"]) and all(x[-1] == EOS for x in got["train"])
         comp = report["details"]["shards"]["components"][component]
-        assert comp["train_tokens"] == sum(map(len, got)) and comp["val_tokens"] == val.n_tokens
+        assert comp["train_tokens"] == sum(map(len, got["train"])) and comp["val_tokens"] == sum(map(len, got["val"]))
+        assert comp["val_documents"] == len(got["val"])
+        row = report["sources"][source]["stages"]["tokenize"]
+        assert (row["docs_val"], row["docs_anneal"]) == (len(got["val"]), len(got["anneal"]))
+        assert row["tokens"] == sum(map(len, fresh)) and row["tokens_anneal"] == sum(map(len, got["anneal"]))
     assert len(list((out / "shards" / "fwe3" / "train").glob("*.idx"))) >= 2   # several shards planned
+    assert not list((out / "tokenize").rglob("*.parquet"))                    # and no token copy of the text
+
+
+def test_one_shard_per_planned_group_holds_its_partitions(local_run):
+    """Shard k of every role holds the documents of the partitions planned into it (their markers
+    say which), and the plan is the characters' (`shards.chars_per_token`) before any tokenizing."""
+    out, _ = local_run
+    markers = [json.loads(p.read_text()) for p in sorted((out / "tokenize" / "_done").glob("*.json"))]
+    shards = json.loads((out / "manifest.json").read_text())["config"]["shards"]
+    for source, component in COMPONENTS.items():
+        stats = sorted((m["stats"] for m in markers if m["stats"]["source"] == source), key=lambda s: s["src_file"])
+        planned = plan_shards([s["chars_out"] for s in stats], shards["shard_tokens"] * shards["chars_per_token"])
+        assert [[stats[i]["shard"] for i in g] for g in planned] == [[f"part_{k:05d}"] * len(g)
+                                                                    for k, g in enumerate(planned)]
+        for k, group in enumerate(planned):
+            train = IndexedDataset(out / "shards" / component / "train" / f"part_{k:05d}")
+            assert len(train) == sum(stats[i]["out"] - stats[i]["docs_val"] for i in group)
+            assert train.n_tokens == sum(stats[i]["tokens"] - stats[i]["tokens_val"] for i in group)
+
+
+def test_validation_reads_every_val_shard_of_a_component_as_one(local_run):
+    out, report = local_run
+    val = validation_shards(out)
+    components = report["details"]["shards"]["components"]
+    assert {c: len(ds) for c, ds in val.items()} == {c: v["val_documents"] for c, v in components.items()
+                                                     if v["val_documents"]}
+    assert any(len(ds.parts) > 1 for ds in val.values())  # several planned shards, several val shards
+    for component, ds in val.items():
+        assert [list(ds[i]) for i in range(len(ds))] == [list(d) for d in shard_documents(out, component, "val")]
+        assert ds.n_tokens == components[component]["val_tokens"]
+
+
+def test_an_empty_shard_is_not_written_and_replaces_an_earlier_one(tmp_path):
+    write_indexed(tmp_path / "part_00000", np.array([5, 2], np.uint16), np.array([2]))
+    writer = IndexedWriter(tmp_path / "part_00000")
+    writer.write(np.zeros(0, np.uint16), np.zeros(0, np.int64))
+    assert writer.close() == (0, 0)
+    assert not list(tmp_path.iterdir())  # neither the earlier shard nor a temp file
 
 
 def test_megatron_index_format_round_trip(tmp_path):
@@ -111,11 +146,12 @@ def test_mixture_proportions_match_weights(local_run):
 
 def test_anneal_set_is_higher_quality(local_run):
     out, _ = local_run
-    tok = pq.read_table(sorted((out / "tokenize" / "fwe").glob("*.parquet"))).to_pandas()
-    docs = read_folder(out / "quality_filter" / "fwe").to_pandas()
-    merged = tok.merge(docs[["nemo_id", "int_score"]], on="nemo_id")
-    assert (merged.loc[merged["anneal"], "int_score"] >= 4).all()
-    assert ((merged["int_score"] >= 4) & (merged["split"] == "train") == merged["anneal"]).all()
+    docs = kept_documents(out, "fwe")
+    anneal = shard_documents(out, "fwe3", "anneal")
+    assert len(anneal) == docs["anneal"].sum() > 0
+    assert [list(t) for t in anneal] == encode(list(docs.loc[docs["anneal"], "text"]))
+    assert (docs.loc[docs["anneal"], "int_score"] >= 4).all()
+    assert ((docs["int_score"] >= 4) & ~docs["val"] == docs["anneal"]).all()
 
 
 def test_hub_layout_parquet(local_run):
