@@ -142,12 +142,12 @@ class TokenizeStage(GlobalStage):
             for k, group in enumerate(groups):
                 commits.append([mine[j] for j in group])
                 for j in group:
-                    shard_of[(source, files[mine[j]].rel)] = (component, k)
+                    shard_of[files[mine[j]]] = (component, k)  # by partition: pieces share a rel
             if mine:
                 remove_unplanned(out / "shards" / component, len(groups))
 
         def task(sfs: list) -> list[tuple[dict, float]]:  # ships the config and the plan, not the executor
-            component, k = shard_of[(sfs[0].source, sfs[0].rel)]
+            component, k = shard_of[sfs[0]]
             parts = [Partition.at(sf, out, folders[sf.source], name, progress) for sf in sfs]
             done = write_shards({role: shard_prefix(out, component, role, k) for role in ROLES}, parts,
                                 cfg.tokenize, cfg.shards)
