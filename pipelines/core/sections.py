@@ -172,3 +172,6 @@ class ShardsConfig:
     anneal_min_quality_prob: float = 0.9  # classifier-scored documents in the anneal set
     anneal_replay_fraction: float = 0.6  # share of the anneal mix that replays the pretraining mix
     publish_parquet: bool = True  # Hub-layout parquet under publish/data/<component>/
+    # text per Hub parquet file, about (consecutive partitions of one subfolder share a file; the Hub
+    # serves files of a few hundred MB best, and thousands of tiny inputs must not make thousands of files)
+    publish_mb: float = 512

@@ -7,7 +7,9 @@ lists the shards without reading them:
   document has no file and is reported in `empty_roles`)
 Mixtures: shards/blends/{pretrain,anneal,valid}.json (paths relative to the run) and .txt
 (Megatron's `--data-path` syntax, absolute prefixes; `reroot_blends` rewrites them).
-Hub-layout parquet: publish/data/<component>/<subfolder>/part.N.parquet, one Ray task per partition.
+Hub-layout parquet: publish/data/<component>/<subfolder>/part.N.parquet, consecutive partitions of a
+subfolder packed into files of about `shards.publish_mb` MB of text (by the `chars_out` of the stage
+that wrote their documents, so the layout depends on the input only), one Ray task per file.
 """
 
 from __future__ import annotations
@@ -16,17 +18,41 @@ import json
 from pathlib import Path, PurePosixPath
 
 from pipelines.core.counts import Counts
-from pipelines.core.outputs import write_json, write_table, write_text
+from pipelines.core.outputs import PartitionWriter, write_json, write_text
 from pipelines.core.schema import QUALITY_SCHEMA, read_docs
 from pipelines.core.sources import COMPONENTS, ROLES, SOURCES
 from pipelines.core.stage import GlobalStage
 
 
-def publish_partition(src: Path, dest: Path) -> int:
-    """One Hub-layout parquet file: the documents with their provenance, native and quality columns."""
-    table = read_docs(src)
-    write_table(dest, table.select(QUALITY_SCHEMA.names))
-    return table.num_rows
+def publish_partitions(srcs: list[Path], dest: Path) -> int:
+    """One Hub-layout parquet file from the documents of `srcs` (in order, one in memory at a time),
+    with their provenance, native and quality columns; returns the documents written."""
+    writer, rows = PartitionWriter(dest, QUALITY_SCHEMA), 0
+    for src in srcs:
+        table = read_docs(src).select(QUALITY_SCHEMA.names)
+        writer.write_table(table)
+        rows += table.num_rows
+    writer.close()
+    return rows
+
+
+def publish_plan(files: list, chars: list[int], target_chars: float) -> list[tuple[str, str, list[int]]]:
+    """(component, subfolder, partition indices) of each Hub parquet file: consecutive partitions of
+    one component and subfolder, cut once a file holds `target_chars` characters."""
+    plan, open_files = [], {}
+    for i, sf in enumerate(files):
+        parts = PurePosixPath(sf.rel).parts
+        sub = SOURCES[sf.source].subfolder(sf.rel) or (parts[0] if len(parts) > 1 else "default")
+        key = (COMPONENTS[sf.source], sub)
+        if key not in open_files:
+            open_files[key] = [key[0], key[1], [], 0]
+            plan.append(open_files[key])
+        current = open_files[key]
+        current[2].append(i)
+        current[3] += chars[i]
+        if current[3] >= target_chars:
+            del open_files[key]
+    return [(c, sub, idx) for c, sub, idx, _ in plan]
 
 
 def shard_summary(partitions: list[Counts]) -> dict:
@@ -67,15 +93,17 @@ class ShardsStage(GlobalStage):
             v["published_documents"] = 0
         jobs, meta = [], []
         if cfg.publish_parquet:
-            publish = ex.remote(publish_partition, self.name)
-            counters: dict[tuple[str, str], int] = {}
+            publish = ex.remote(publish_partitions, self.name)
+            docs = [ex.partition(self.name, sf).docs for sf in ex.files]
+            chars = []
             for sf in ex.files:
-                component = COMPONENTS[sf.source]
-                parts = PurePosixPath(sf.rel).parts
-                sub = SOURCES[sf.source].subfolder(sf.rel) or (parts[0] if len(parts) > 1 else "default")
+                folder = ex.docs_folder(self.name, sf.source)
+                chars.append((ex.done(folder, ex.config_hash(folder), sf) or {}).get("chars_out", 0))
+            counters: dict[tuple[str, str], int] = {}
+            for component, sub, idx in publish_plan(ex.files, chars, cfg.publish_mb * 1e6):
                 n = counters.get((component, sub), 0)
                 counters[(component, sub)] = n + 1
-                jobs.append(publish.remote(ex.partition(self.name, sf).docs,
+                jobs.append(publish.remote([docs[i] for i in idx],
                                            out / "publish" / "data" / component / sub / f"part.{n}.parquet"))
                 meta.append(component)
         published = ex.wait(jobs, self.name, sum(u.out for u in upstream.values())) if jobs else []

@@ -148,10 +148,11 @@ def test_fused_stages_write_what_unfused_stages_write(local_run, tmp_path, capsy
 # dedup/summary.json when ingest gained `split_mb`, and when the tokenize stage started writing the
 # shards itself: no tokenize/<source>/<part>.parquet, a train/anneal/val shard per planned shard
 # (planned by characters), tokenize markers with `docs_anneal` and `shard`; each component's documents
-# per role, in order, and its shares of every blend unchanged. Markers count without their config hash,
+# per role, in order, and its shares of every blend unchanged; and when the Hub parquet of a subfolder's
+# consecutive inputs came to share a file (the same rows, in order). Markers count without their config hash,
 # which hashes the quality model's absolute path (a checkout elsewhere has another); the hashes
 # themselves are pinned by test_config_hashes_chain_through_the_pipeline.
-TREE_SHA256 = "d31da177ece2caf805c4ad41a5a1ebe073008f3d3dced0801e797908c157f744"
+TREE_SHA256 = "b18d79c736c61f5c8ca0389e244ffaaaf719bec90f104d764709a230751b2662"
 
 
 def tree_hash(root: Path) -> str:

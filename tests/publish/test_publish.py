@@ -196,3 +196,29 @@ def test_unfinished_or_foreign_folders_are_refused(tmp_path):
     (tmp_path / "report.json").write_text("{}")
     with pytest.raises(PublishError, match="holds no parquet files.*shards.publish_parquet: true"):
         write_card(tmp_path, REPO_ID)
+
+
+def test_hub_files_pack_consecutive_inputs_of_a_subfolder(local_run):
+    """Thousands of small inputs must not make thousands of Hub files: a file holds consecutive
+    partitions of one subfolder up to `shards.publish_mb`; every kept document is published once, in order."""
+    import pyarrow.parquet as pq
+
+    from pipelines.core.config import config_from_dict
+    from pipelines.core.schema import read_folder
+    from pipelines.ingest.discover import discover
+    from pipelines.tokens.shards import publish_plan
+    out, report = local_run
+    cfg = config_from_dict(json.loads((out / "manifest.json").read_text())["config"])
+    files = discover(cfg)
+    plan = publish_plan(files, [100] * len(files), 250)  # 100 characters each: files of 3 partitions
+    assert sorted(i for _, _, idx in plan for i in idx) == list(range(len(files)))
+    for _, sub, idx in plan:
+        assert len(idx) <= 3 and idx == list(range(idx[0], idx[0] + len(idx)))  # consecutive
+        assert len({(files[i].source, sub) for i in idx}) == 1
+    assert len(publish_plan(files, [100] * len(files), 1e12)) < len(files)
+    for source, component in COMPONENTS.items():
+        last = "dedup" if source == "dclm" else "quality_filter"
+        published = pq.read_table(sorted((out / "publish" / "data" / component).rglob("*.parquet")),
+                                  columns=["nemo_id"]).column("nemo_id").to_pylist()
+        kept = read_folder(out / last / source, ["nemo_id"]).column("nemo_id").to_pylist()
+        assert sorted(published) == sorted(kept) and len(published) == report["sources"][source]["kept"]
