@@ -61,10 +61,14 @@ class Executor:
         self.tasks: dict[str, int] = {}          # Ray tasks (or actor calls) started per step, for manifest.json
         self.objects: dict[str, int] = {}        # Ray objects made per step, by steps that count them (dedup)
         self.label = ""                          # of the running stage in progress lines: `3/6 dedup`
+        self._hashes: dict[str, str] = {}        # config_hash per stage (the config does not change in a run)
 
     # -- services for stages
     def config_hash(self, stage: str) -> str:
-        return self.pipeline.config_hash(self.cfg, stage)
+        # ~1 ms each (hashing the config sections), asked per partition by planning steps: once per stage
+        if stage not in self._hashes:
+            self._hashes[stage] = self.pipeline.config_hash(self.cfg, stage)
+        return self._hashes[stage]
 
     def docs_folder(self, stage: str, source: str) -> str | None:
         """Where `source`'s documents are when `stage` starts (None for the first stage: the inputs)."""
