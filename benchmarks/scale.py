@@ -193,6 +193,23 @@ def ratio(a: float, b: float) -> float | None:
     return round(a / b, 2) if b else None
 
 
+def compare(base: dict, many: dict, name: str) -> dict:
+    """The many-files run against the reference run: ratios, whether both read the same texts, the targets."""
+    stages = base["stage_seconds"]
+    ratios = {"wall": ratio(many["wall_seconds"], base["wall_seconds"]),
+              "pipeline": ratio(many["pipeline_seconds"], base["pipeline_seconds"]),
+              "stages": {s: ratio(many["stage_seconds"].get(s, 0), stages[s]) for s in stages},
+              "tree_peak_rss": ratio(many["tree_peak_rss_mb"], base["tree_peak_rss_mb"]),
+              "max_process_peak_rss": ratio(max(many["driver_peak_rss_mb"], many["worker_peak_rss_mb"]),
+                                            max(base["driver_peak_rss_mb"], base["worker_peak_rss_mb"]))}
+    return {name: ratios,
+            # the same texts (make_scale_corpus may end a source with an empty file: one quarantined
+            # record); kept counts may differ a little: it draws fwe's int_score and the ids file by
+            # file, so another split gives some documents other scores
+            "same_texts": base["docs_read"] - base["docs_quarantined"] == many["docs_read"] - many["docs_quarantined"],
+            "targets": {"wall_ratio_max": 1.2, "process_peak_rss_mb_max": 1536, "intermediate_over_text_max": 0.5}}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
     ap.add_argument("--mb", type=float, default=250, help="MB of text in the corpus (default 250)")
@@ -222,28 +239,10 @@ def main(argv: list[str] | None = None) -> dict:
                                         for s, sec in row["stage_seconds"].items() if sec > 0.01}
             row["mb_per_s_per_core"]["pipeline"] = round(corpus["text_mb"] / (row["pipeline_seconds"] * cores), 2)
             shutil.rmtree(out, ignore_errors=True)
+        result = {"mb": a.mb, "partitions": a.partitions, "cpus": a.cpus, "overrides": a.sets, "runs": runs}
         base, many = runs[str(a.base_files)], runs[str(a.files)]
-        if base is many:
-            result = {"mb": a.mb, "partitions": a.partitions, "cpus": a.cpus, "overrides": a.sets, "runs": runs}
-            print(json.dumps(result, indent=1))
-            write_results(a.name, result)
-            return result
-        stages = base["stage_seconds"]
-        ratios = {"wall": ratio(many["wall_seconds"], base["wall_seconds"]),
-                  "pipeline": ratio(many["pipeline_seconds"], base["pipeline_seconds"]),
-                  "stages": {s: ratio(many["stage_seconds"].get(s, 0), stages[s]) for s in stages},
-                  "tree_peak_rss": ratio(many["tree_peak_rss_mb"], base["tree_peak_rss_mb"]),
-                  "max_process_peak_rss": ratio(max(many["driver_peak_rss_mb"], many["worker_peak_rss_mb"]),
-                                                max(base["driver_peak_rss_mb"], base["worker_peak_rss_mb"]))}
-        result = {"mb": a.mb, "partitions": a.partitions, "cpus": a.cpus, "overrides": a.sets,
-                  "runs": runs, f"ratio_{a.files}_over_{a.base_files}_files": ratios,
-                  # the same texts (make_scale_corpus may end a source with an empty file: one quarantined
-                  # record); kept counts may differ a little: it draws fwe's int_score and the ids file by
-                  # file, so another split gives some documents other scores
-                  "same_texts": base["docs_read"] - base["docs_quarantined"]
-                  == many["docs_read"] - many["docs_quarantined"],
-                  "targets": {"wall_ratio_max": 1.2, "process_peak_rss_mb_max": 1536,
-                              "intermediate_over_text_max": 0.5}}
+        if base is not many:
+            result.update(compare(base, many, f"ratio_{a.files}_over_{a.base_files}_files"))
         print(json.dumps(result, indent=1))
         write_results(a.name, result)
         return result

@@ -36,6 +36,7 @@ from pipelines.core.stage import (
     Partition,
     PartitionStage,
     Pipeline,
+    RunError,
     Stage,
     StageWorker,
     committed,
@@ -77,6 +78,16 @@ class Executor:
     def partition(self, stage: str, sf: SourceFile) -> Partition:
         """`sf` as stage `stage` sees it: its current documents are where the pipeline put them."""
         return Partition.at(sf, self.out, self.docs_folder(stage, sf.source), stage, self.progress)
+
+    def docs_chars(self, stage: str, sf: SourceFile) -> int:
+        """Characters of `sf`'s documents when `stage` starts, before reading them: `chars_out` in the
+        marker of the stage that wrote them (what plans shards and Hub files). RunError if unmarked."""
+        folder = self.docs_folder(stage, sf.source)
+        stats = self.done(folder, self.config_hash(folder), sf)
+        if stats is None:
+            raise RunError(f"{stage}: {sf.source} {sf.rel} has no completion marker in {folder}/, so it cannot "
+                           "be planned; finish the run with --resume")
+        return stats["chars_out"]
 
     def options(self, step: str) -> dict:
         return self.cfg.ray.task_options(step)

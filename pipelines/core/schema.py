@@ -15,6 +15,7 @@ that a copy per stage wrote becomes ~0.4x on the fixtures).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -72,6 +73,27 @@ def selection(table: pa.Table, base: Path, dest: Path) -> pa.Table:
     return table.select(["src_row", *extra]).replace_schema_metadata({SELECTION_OF: rel.encode()})
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What one schema read (two for a selection) says about a documents file."""
+    schema: pa.Schema
+    base: Path | None         # the documents file a selection selects from; None: `path` holds them
+    base_names: list[str]     # that file's columns
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.base_names, *(n for n in self.schema.names if n not in self.base_names)]
+
+
+def _layout(path: Path) -> _Layout:
+    schema = pq.read_schema(path)
+    meta = schema.metadata or {}
+    if SELECTION_OF not in meta:
+        return _Layout(schema, None, schema.names)
+    base = Path(path).parent / meta[SELECTION_OF].decode()
+    return _Layout(schema, base, pq.read_schema(base).names)
+
+
 def documents_file(path: Path) -> Path:
     """The file holding the full documents of `path`: itself, or what the selection `path` selects from."""
     meta = pq.read_schema(path).metadata or {}
@@ -80,32 +102,28 @@ def documents_file(path: Path) -> Path:
 
 def document_columns(path: Path) -> list[str] | None:
     """The columns `read_documents(path)` returns, or None when `path` holds no documents (tokens)."""
-    schema = pq.read_schema(path)
-    if SELECTION_OF in (schema.metadata or {}):
-        base = pq.read_schema(documents_file(path)).names
-        return [*base, *(n for n in schema.names if n not in base)]
-    return schema.names if "text" in schema.names else None
+    layout = _layout(path)
+    return layout.columns if layout.base is not None or "text" in layout.base_names else None
 
 
-def read_documents(path: Path, columns: list[str] | None = None) -> pa.Table:
+def read_documents(path: Path, columns: list[str] | None = None, layout: _Layout | None = None) -> pa.Table:
     """The documents a stage left in `path` (DOC_SCHEMA plus the columns stages added), a selection
-    resolved against its documents file, in that file's row order; or just `columns` of them.
+    resolved against its documents file (always full documents: `selection` is given the file a
+    selection points into), in that file's row order; or just `columns` of them.
 
     Raises ValueError when a selection names a row its documents file does not have (the files of
     two different runs mixed), KeyError for an unknown column."""
-    schema = pq.read_schema(path)
-    meta = schema.metadata or {}
-    if SELECTION_OF not in meta:
+    layout = layout or _layout(path)
+    if layout.base is None:
         return pq.read_table(path, columns=columns).replace_schema_metadata(None)
-    base = Path(path).parent / meta[SELECTION_OF].decode()
-    base_names = pq.read_schema(base).names
-    wanted = columns if columns is not None else [*base_names, *(n for n in schema.names if n not in base_names)]
+    base, base_names = layout.base, layout.base_names
+    wanted = columns if columns is not None else layout.columns
     for name in wanted:
-        if name not in base_names and name not in schema.names:
+        if name not in base_names and name not in layout.schema.names:
             raise KeyError(f"{path}: no column {name!r}")
     added = [n for n in wanted if n not in base_names]
     picked = pq.read_table(path, columns=["src_row", *added])
-    docs = read_documents(base, list(dict.fromkeys(["src_row", *(n for n in wanted if n in base_names)])))
+    docs = pq.read_table(base, columns=list(dict.fromkeys(["src_row", *(n for n in wanted if n in base_names)])))
     rows = pc.index_in(picked.column("src_row"), docs.column("src_row"))
     if rows.null_count:
         raise ValueError(f"{path}: selects rows that {base} does not hold (files of different runs?)")
@@ -117,12 +135,13 @@ def read_documents(path: Path, columns: list[str] | None = None) -> pa.Table:
 def read_docs(path: Path, columns: list[str] | None = None) -> pa.Table:
     """A stage's documents in QUALITY_SCHEMA (sources no classifier saw get null quality columns),
     or just `columns` of it."""
-    names = set(document_columns(path) or ())
+    layout = _layout(path)
+    names = set(layout.columns)
     if "quality_pred" in names:
-        return read_documents(path, columns)
+        return read_documents(path, columns, layout)
     if columns is None:
-        return with_quality_columns(read_documents(path))
-    table = read_documents(path, [c for c in columns if c in names])  # only what is asked for
+        return with_quality_columns(read_documents(path, layout=layout))
+    table = read_documents(path, [c for c in columns if c in names], layout)  # only what is asked for
     for name in columns:
         if name not in names:
             field = QUALITY_SCHEMA.field(name)

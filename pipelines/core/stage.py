@@ -84,6 +84,10 @@ class Partition:
     def counts(self, **kw) -> Counts:
         return Counts(self.file.source, src_file=self.file.rel, **kw)
 
+    def docs_bytes(self) -> int:
+        """Bytes of the file holding this partition's documents (a selection's text is elsewhere); 0 before ingest."""
+        return int(input_bytes(documents_file(self.docs))) if self.docs is not None else 0
+
     def advance(self, docs: int, nbytes: int) -> None:
         """Live progress from inside a long partition: `docs` more received, `nbytes` more read.
         The executor reports whatever a stage did not when the partition ends."""
@@ -345,7 +349,7 @@ def process_partition(stage: PartitionStage, cfg, part: Partition) -> dict:
     stats = write_output(part, output, stage.writes_docs and stage.selects)
     nbytes = output.progress_bytes
     if nbytes is None:
-        nbytes = int(input_bytes(documents_file(part.docs))) if part.docs is not None else 0
+        nbytes = part.docs_bytes()
     part.advance(output.counts.read - part.reported_docs, max(nbytes - part.reported_bytes, 0))
     return stats
 

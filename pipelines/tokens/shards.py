@@ -95,10 +95,7 @@ class ShardsStage(GlobalStage):
         if cfg.publish_parquet:
             publish = ex.remote(publish_partitions, self.name)
             docs = [ex.partition(self.name, sf).docs for sf in ex.files]
-            chars = []
-            for sf in ex.files:
-                folder = ex.docs_folder(self.name, sf.source)
-                chars.append((ex.done(folder, ex.config_hash(folder), sf) or {}).get("chars_out", 0))
+            chars = [ex.docs_chars(self.name, sf) for sf in ex.files]
             counters: dict[tuple[str, str], int] = {}
             for component, sub, idx in publish_plan(ex.files, chars, cfg.publish_mb * 1e6):
                 n = counters.get((component, sub), 0)

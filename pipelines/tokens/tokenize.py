@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from pipelines.core.counts import Counts, by_source
 from pipelines.core.schema import read_docs
 from pipelines.core.sources import COMPONENTS, ROLES
-from pipelines.core.stage import GlobalStage, Partition, RunError, input_bytes
+from pipelines.core.stage import GlobalStage, Partition
 from pipelines.tokens.encoder import cached_encoder
 from pipelines.tokens.indexed import IndexedWriter
 
@@ -117,7 +117,7 @@ def write_shards(prefixes: dict[str, Path], parts: list[Partition], tcfg, scfg) 
         counts = part.counts(read=table.num_rows, out=table.num_rows, chars_out=chars, figures={
             "tokens": int(lengths.sum()), "tokens_val": int(lengths[val].sum()),
             "tokens_anneal": int(lengths[anneal].sum()), "docs_val": int(val.sum()), "docs_anneal": int(anneal.sum())})
-        part.advance(table.num_rows, int(input_bytes(part.docs)))
+        part.advance(table.num_rows, part.docs_bytes())
         done.append((counts.partition_dict(), time.monotonic() - t0))
     for writer in writers.values():
         writer.close()
@@ -138,7 +138,7 @@ class TokenizeStage(GlobalStage):
         commits, shard_of = [], {}
         for source, component in COMPONENTS.items():
             mine = [i for i, sf in enumerate(files) if sf.source == source]
-            groups = plan_shards([self.planned_chars(ex, folders[source], files[i]) for i in mine], target)
+            groups = plan_shards([ex.docs_chars(name, files[i]) for i in mine], target)
             for k, group in enumerate(groups):
                 commits.append([mine[j] for j in group])
                 for j in group:
@@ -161,15 +161,6 @@ class TokenizeStage(GlobalStage):
         for source, c in upstream.items():
             totals.setdefault(source, Counts.passthrough(source, c))
         return dict(sorted(totals.items()))
-
-    def planned_chars(self, ex, folder: str, sf) -> int:
-        """Characters of a partition's documents, before reading them: `chars_out` in the marker of
-        the stage that wrote them."""
-        stats = ex.done(folder, ex.config_hash(folder), sf)
-        if stats is None:
-            raise RunError(f"{self.name}: {sf.source} {sf.rel} has no completion marker in {folder}/, so its "
-                           "shard cannot be planned; finish the run with --resume")
-        return stats["chars_out"]
 
 
 def remove_unplanned(folder: Path, shards: int) -> None:
