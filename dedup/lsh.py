@@ -7,7 +7,8 @@ Reduce side: pairs are sorted by key; every group of two or more documents shari
 bucket and yields star edges (doc, smallest doc of the bucket), so a bucket of k documents costs
 k-1 edges, not k(k-1)/2. Memory per reduce task: its 1/P of the N x bands pairs (16 bytes each).
 
-Document keys are `file_index << 32 | src_row`: unique, ordered like the input files, and they
+Document keys are `file_index << 32 | src_row`, `file_index` the input file's index among every input
+file of the run (a bundle's files each have theirs): unique, ordered like the input files, and they
 turn back into a `nemo_id` without a lookup table of documents.
 """
 
@@ -19,8 +20,9 @@ from dedup.minhash import band_keys
 from dedup.shuffle import Step, hash_mod
 
 
-def doc_keys(file_index: int, src_rows: np.ndarray) -> np.ndarray:
-    return (np.uint64(file_index) << np.uint64(32)) | src_rows.astype(np.uint64)
+def doc_keys(file_index: int | np.ndarray, src_rows: np.ndarray) -> np.ndarray:
+    """Keys of documents `src_rows` of input file(s) `file_index` (one, or one per document)."""
+    return (np.asarray(file_index).astype(np.uint64) << np.uint64(32)) | src_rows.astype(np.uint64)
 
 
 def bucket_pairs(sigs: np.ndarray, keys: np.ndarray, bands: int, rows: int, seed: int) -> np.ndarray:

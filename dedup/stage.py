@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from dedup.components import connected_components, graph_partitions, write_edges
@@ -129,11 +130,14 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
     options = ex.options("dedup")
     files = ex.files
     out = ex.out
+    # document keys count input files, not partitions (a bundle is several): partition i holds the
+    # files first[i]:first[i + 1] of `inputs`
+    inputs = InputFiles(files)
     rank = {s: i for i, s in enumerate(cfg.source_rank)}
-    file_rank = np.array([rank.get(sf.source, len(rank)) for sf in files], np.int64)
+    file_rank = np.array([rank.get(sf.source, len(rank)) for sf in inputs.flat], np.int64)
     source_index = {s: i for i, s in enumerate(SOURCE_NAMES)}
-    file_source = np.array([source_index[sf.source] for sf in files], np.int64)
-    id_parts = ray.put([(sf.id_prefix, sf.partition) for sf in files])
+    file_source = np.array([source_index[sf.source] for sf in inputs.flat], np.int64)
+    id_parts = ray.put([(sf.id_prefix, sf.partition) for sf in inputs.flat])
     # every step from here on is recomputed as a whole (DedupStage.run): an earlier attempt's files are stale
     shuffle_root = out / "dedup" / "shuffle"
     clear(shuffle_root)
@@ -149,16 +153,16 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
     def bucket_map(i: int, group: list[int]) -> int:
         pairs = []
         for f in group:
-            rows, sigs = read_signatures(sig_paths[f])
-            pairs.append(bucket_pairs(sigs[:, : cfg.bands * cfg.rows], doc_keys(f, rows), cfg.bands, cfg.rows,
-                                      cfg.seed))
+            src_file, rows, sigs = read_signatures(sig_paths[f])
+            pairs.append(bucket_pairs(sigs[:, : cfg.bands * cfg.rows], inputs.keys(f, src_file, rows), cfg.bands,
+                                      cfg.rows, cfg.seed))
         return write_buckets(buckets, i, np.concatenate(pairs))
 
     @ray.remote(**options)
     def bucket_reduce(p: int) -> dict:
         u, v, stats = bucket_edges(buckets.read(p))
         if cfg.verify_threshold is not None:
-            (u, v), stats["verify"] = verify_edges((u, v), docs, cfg)
+            (u, v), stats["verify"] = verify_edges((u, v), docs, inputs, cfg)
         write_edges(edges, p, u, v)
         return stats
 
@@ -193,9 +197,10 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
     # -- resolve: members grouped by cluster root; decisions split by apply group, the task groups of
     # the documents (grouping.py)
     file_groups = ex.task_groups("dedup", ex.input_sizes("dedup", files))
-    apply_of = np.zeros(len(files), np.int64)
+    apply_of = np.zeros(len(inputs.flat), np.int64)  # by input file
     for k, g in enumerate(file_groups):
-        apply_of[g] = k
+        for i in g:
+            apply_of[inputs.first[i]: inputs.first[i + 1]] = k
     resolved = Step(str(shuffle_root / "resolved"), graph_parts, len(file_groups), width=3)
 
     @ray.remote(**options)
@@ -224,10 +229,11 @@ def cluster_and_apply(ex, sig_dir: str, docs: list[Path], apply_hash: str) -> tu
         results = []
         for i in file_groups[g]:
             sf = files[i]
-            lo, hi = np.searchsorted(rows[:, 0], [np.uint64(i) << np.uint64(32), np.uint64(i + 1) << np.uint64(32)])
+            lo, hi = np.searchsorted(rows[:, 0], [np.uint64(inputs.first[i]) << np.uint64(32),
+                                                  np.uint64(inputs.first[i + 1]) << np.uint64(32)])
             t0 = time.monotonic()
             part = Partition(sf, out, docs[i], "dedup")
-            stats = write_output(part, apply_decisions(part, rows[lo:hi], id_table))
+            stats = write_output(part, apply_decisions(part, rows[lo:hi], id_table, inputs.first[i]))
             write_marker(out, "dedup", apply_hash, sf, stats, time.monotonic() - t0)
             results.append((i, stats))
         return results
@@ -259,26 +265,46 @@ def _merge_cluster_stats(parts: list[dict]) -> dict:
                            for i, s in enumerate(SOURCE_NAMES)}}
 
 
-def apply_decisions(part: Partition, rows: np.ndarray, id_table) -> StageOutput:
+class InputFiles:
+    """The run's input files behind its partitions (a bundle is several, discover.py): `flat[j]` is
+    input file j (the file index of document keys), partition i holds files `first[i]:first[i + 1]`."""
+
+    def __init__(self, partitions: list[SourceFile]):
+        self.partitions = partitions
+        self.flat = [f for sf in partitions for f in sf.files]
+        self.first = np.cumsum([0] + [len(sf.files) for sf in partitions]).tolist()
+
+    def keys(self, i: int, src_file, src_row: np.ndarray) -> np.ndarray:
+        """Document keys of partition i's documents, from their `src_file` and `src_row` columns."""
+        return doc_keys(self.first[i] + file_ordinals(self.partitions[i], src_file), src_row)
+
+
+def file_ordinals(sf: SourceFile, src_file) -> np.ndarray:
+    """Index of each document's `src_file` among the partition's input files (0 for a lone file)."""
+    if not sf.members:
+        return np.zeros(len(src_file), np.int64)
+    return pc.index_in(src_file, value_set=pa.array([f.rel for f in sf.files])).to_numpy(zero_copy_only=False)
+
+
+def apply_decisions(part: Partition, rows: np.ndarray, id_table, first: int) -> StageOutput:
     """One partition's surviving documents and its decisions (a side table); rows are
-    (document key, cluster root key, reason code) of its clustered documents."""
+    (document key, cluster root key, reason code) of its clustered documents, sorted by key; `first`:
+    the file index of the partition's first input file."""
     sf = part.file
     table = read_documents(part.docs)
-    src_row = table.column("src_row").to_numpy()
-    dec_rows = (rows[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    keys = doc_keys(first + file_ordinals(sf, table.column("src_file")), table.column("src_row").to_numpy())
     reasons = rows[:, 2].astype(np.int64)
-    dropped = dec_rows[~KEEP[reasons]]
-    kept = table.filter(pa.array(~np.isin(src_row, dropped)))
+    kept = table.filter(pa.array(~np.isin(keys, rows[~KEEP[reasons], 0])))
     tables = {}
     if len(rows):
-        roots = rows[:, 1]
-        cluster_ids = [key_to_nemo_id(r, id_table) for r in roots]
-        order = np.argsort(dec_rows, kind="stable")
+        files = [f.rel for f in sf.files]
         tables[part.table_path("dedup/decisions")] = pa.table({
-            "nemo_id": [make_id(sf.id_prefix, int(r), sf.partition) for r in dec_rows[order]],
-            "source": [sf.source] * len(rows), "src_file": [sf.rel] * len(rows),
-            "src_row": dec_rows[order], "cluster_id": [cluster_ids[j] for j in order],
-            "keep": KEEP[reasons[order]], "reason": [REASONS[k] for k in reasons[order]]}, schema=DECISION_SCHEMA)
+            "nemo_id": [key_to_nemo_id(k, id_table) for k in rows[:, 0]],
+            "source": [sf.source] * len(rows),
+            "src_file": [files[int(k >> np.uint64(32)) - first] for k in rows[:, 0]],
+            "src_row": (rows[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64),
+            "cluster_id": [key_to_nemo_id(r, id_table) for r in rows[:, 1]],
+            "keep": KEEP[reasons], "reason": [REASONS[k] for k in reasons]}, schema=DECISION_SCHEMA)
     removed = {}
     for code in np.unique(reasons[~KEEP[reasons]]):
         removed[REASONS[code]] = int((reasons == code).sum())
@@ -287,18 +313,20 @@ def apply_decisions(part: Partition, rows: np.ndarray, id_table) -> StageOutput:
                        tables, schema=DOC_SCHEMA)
 
 
-def verify_edges(edges, docs: list[Path], cfg: DedupConfig) -> tuple[tuple[np.ndarray, np.ndarray], tuple[int, int]]:
-    """Keep candidate edges whose exact n-gram Jaccard reaches the threshold; `docs[i]` is file i's documents."""
+def verify_edges(edges, docs: list[Path], inputs: InputFiles,
+                 cfg: DedupConfig) -> tuple[tuple[np.ndarray, np.ndarray], tuple[int, int]]:
+    """Keep candidate edges whose exact n-gram Jaccard reaches the threshold; `docs[i]` is partition
+    i's documents."""
     u, v = edges
-    needed: dict[int, set[int]] = {}
-    for key in np.concatenate([u, v]):
-        needed.setdefault(int(key >> np.uint64(32)), set()).add(int(key & np.uint64(0xFFFFFFFF)))
+    needed = set(np.concatenate([u, v]).tolist())
+    owner = np.searchsorted(inputs.first, sorted({k >> 32 for k in needed}), side="right") - 1
     shingles: dict[int, np.ndarray] = {}
-    for fi, rows in sorted(needed.items()):
-        table = read_documents(docs[fi], ["text", "src_row"])
-        for text, row in zip(table.column("text").to_pylist(), table.column("src_row").to_pylist()):
-            if row in rows:
-                shingles[(fi << 32) | row] = shingle_set(text, cfg)
+    for i in sorted(set(owner.tolist())):
+        table = read_documents(docs[i], ["text", "src_file", "src_row"])
+        keys = inputs.keys(i, table.column("src_file"), table.column("src_row").to_numpy()).tolist()
+        for text, key in zip(table.column("text").to_pylist(), keys):
+            if key in needed:
+                shingles[key] = shingle_set(text, cfg)
     keep = np.array([jaccard(shingles[int(a)], shingles[int(b)]) >= cfg.verify_threshold
                      for a, b in zip(u, v)], bool)
     return (u[keep], v[keep]), (int(len(u)), int((~keep).sum()))

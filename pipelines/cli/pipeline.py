@@ -36,10 +36,13 @@ def print_plan(cfg) -> int:
             print(f"source {name}: disabled")
             continue
         mine = [f for f in files if f.source == name]
-        size = sum(os.path.getsize(f.url) for f in mine if "://" not in f.url)
-        print(f"source {name}: {len(mine)} files, {size / 1e6:,.1f} MB under {src.files_from or src.path}")
+        urls = list(dict.fromkeys(m.url for f in mine for m in f.files))  # a split file's pieces share one
+        size = sum(os.path.getsize(u) for u in urls if "://" not in u)
+        print(f"source {name}: {len(urls)} files in {len(mine)} partitions, {size / 1e6:,.1f} MB under "
+              f"{src.files_from or src.path}")
         for f in mine:
-            print(f"  {f.rel}  ({f.fmt}, id prefix {f.id_prefix})")
+            print(f"  {f.rel}  ({f.fmt}, id prefix {f.id_prefix})" + (
+                f" and {len(f.members) - 1} more files, one partition" if f.members else ""))
     stages = PIPELINE.planned(cfg)
     print(f"stages ({len(stages)}): {' -> '.join(s.name for s in stages)}")
     out = Path(cfg.output_dir)

@@ -312,6 +312,9 @@ def _validate(cfg: Config, base_dir: Path) -> Config:
             raise ConfigError(f"{key}: must be > 0, got {value}")
     if cfg.ray.task_group_waves < 0:
         raise ConfigError(f"ray.task_group_waves: must be >= 0, got {cfg.ray.task_group_waves}")
+    for key, value in (("ingest.split_mb", cfg.ingest.split_mb), ("ingest.bundle_mb", cfg.ingest.bundle_mb)):
+        if value is not None and value < 0:
+            raise ConfigError(f"{key}: must be >= 0 or null, got {value}")
     if cfg.network.retries < 0 or cfg.network.backoff_s < 0 or cfg.network.max_backoff_s < 0:
         raise ConfigError("network.retries, backoff_s and max_backoff_s must be >= 0")
     return cfg

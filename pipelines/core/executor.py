@@ -45,6 +45,7 @@ from pipelines.core.stage import (
     input_bytes,
     logged,
     process_partition,
+    source_bytes,
 )
 
 # -- the driver side
@@ -103,13 +104,13 @@ class Executor:
     def display(self, step: str, files: list[SourceFile], label: str | None = None,
                 weights: list[float] | None = None) -> ProgressDisplay:
         return ProgressDisplay(step, len(files), self.progress, self.quiet, label=label or self.label or step,
-                               weights=weights or [input_bytes(sf.url) for sf in files])
+                               weights=weights or [source_bytes(sf) for sf in files])
 
     def input_sizes(self, stage: str, files: list[SourceFile]) -> list[float]:
         """Bytes each partition reads in `stage`: the input file for the first stage, else its documents
         (the file holding their text, which a selection only points into)."""
         if stage == self.pipeline.names[0]:
-            return [input_bytes(sf.url) for sf in files]
+            return [source_bytes(sf) for sf in files]
         return [input_bytes(Partition.at(sf, self.out, self.pipeline.documents_folder(self.cfg, stage, sf.source),
                                          stage).docs) for sf in files]
 
@@ -141,7 +142,7 @@ class Executor:
         (stage.committed writes the markers after it), and a group is redone whole unless every one
         of its files is done."""
         files = self.files if files is None else files
-        sizes = [input_bytes(sf.url) for sf in files] if sizes is None else sizes
+        sizes = [source_bytes(sf) for sf in files] if sizes is None else sizes
         results: dict[int, dict] = {}
         todo = []
         for i, sf in enumerate(files):

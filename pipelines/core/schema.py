@@ -5,11 +5,12 @@ need are lifted into typed columns, everything else the source had is kept verba
 `metadata` JSON column so that published shards can restore the source's own columns.
 
 The text is written once. A stage that only removes documents and adds columns (every stage after
-ingest) stores a *selection*: the `src_row` of each document it kept plus the columns it added,
-with the path of the full documents it selects from in the file's metadata (`SELECTION_OF`,
-relative to the selection's folder). `read_documents` resolves it; the run's intermediates are one
-compressed copy of the text plus a few bytes per document per stage (issue 18: the 1.6x the text
-that a copy per stage wrote becomes ~0.4x on the fixtures).
+ingest) stores a *selection*: the `src_file` and `src_row` of each document it kept (a partition may
+be a bundle of several files, discover.py) plus the columns it added, with the path of the full
+documents it selects from in the file's metadata (`SELECTION_OF`, relative to the selection's
+folder). `read_documents` resolves it; the run's intermediates are one compressed copy of the text
+plus a few bytes per document per stage (issue 18: the 1.6x the text that a copy per stage wrote
+becomes ~0.4x on the fixtures).
 """
 
 from __future__ import annotations
@@ -65,12 +66,24 @@ QUARANTINE_SCHEMA = pa.schema([
 SELECTION_OF = b"zyda2.selection_of"  # parquet metadata key: the selected documents' file, relative
 
 
+SELECTION_KEY = ["src_file", "src_row"]  # what a selection stores to name a document of its documents file
+
+
 def selection(table: pa.Table, base: Path, dest: Path) -> pa.Table:
     """`table` (documents selected from the file `base`, in its row order, with any added columns)
-    as the selection stored at `dest`: `src_row` + the columns that are not in DOC_SCHEMA."""
+    as the selection stored at `dest`: `src_file`, `src_row` + the columns that are not in DOC_SCHEMA
+    (`src_file` is one dictionary-encoded value per input file of the partition: a few bytes)."""
     extra = [c for c in table.column_names if c not in DOC_SCHEMA.names]
     rel = os.path.relpath(base, Path(dest).parent)
-    return table.select(["src_row", *extra]).replace_schema_metadata({SELECTION_OF: rel.encode()})
+    return table.select([*SELECTION_KEY, *extra]).replace_schema_metadata({SELECTION_OF: rel.encode()})
+
+
+def row_keys(table: pa.Table, files: pa.Array) -> pa.Array:
+    """A document's key within a partition: (index of its `src_file` in `files`) << 40 | `src_row`
+    (unique: a bundle's files each count rows from 0; 2**40 rows per file)."""
+    ordinal = pc.index_in(table.column("src_file"), value_set=files).cast(pa.uint64())
+    return pc.bit_wise_or(pc.shift_left(ordinal, pa.scalar(40, pa.uint64())),
+                          table.column("src_row").cast(pa.uint64()))
 
 
 @dataclass(frozen=True)
@@ -115,16 +128,18 @@ def read_documents(path: Path, columns: list[str] | None = None, layout: _Layout
     two different runs mixed), KeyError for an unknown column."""
     layout = layout or _layout(path)
     if layout.base is None:
-        return pq.read_table(path, columns=columns).replace_schema_metadata(None)
+        return pq.ParquetFile(path).read(columns=columns).replace_schema_metadata(None)
     base, base_names = layout.base, layout.base_names
     wanted = columns if columns is not None else layout.columns
     for name in wanted:
         if name not in base_names and name not in layout.schema.names:
             raise KeyError(f"{path}: no column {name!r}")
     added = [n for n in wanted if n not in base_names]
-    picked = pq.read_table(path, columns=["src_row", *added])
-    docs = pq.read_table(base, columns=list(dict.fromkeys(["src_row", *(n for n in wanted if n in base_names)])))
-    rows = pc.index_in(picked.column("src_row"), docs.column("src_row"))
+    picked = pq.ParquetFile(path).read(columns=[*SELECTION_KEY, *added])
+    docs = pq.ParquetFile(base).read(columns=list(dict.fromkeys([*SELECTION_KEY, *(n for n in wanted
+                                                                                   if n in base_names)])))
+    files = pc.unique(docs.column("src_file").combine_chunks())
+    rows = pc.index_in(row_keys(picked, files), row_keys(docs, files))
     if rows.null_count:
         raise ValueError(f"{path}: selects rows that {base} does not hold (files of different runs?)")
     docs = docs.take(rows)

@@ -80,6 +80,9 @@ class IngestConfig:
     # a parquet file larger than this (MB on disk) is ingested as pieces of whole row groups of about
     # this size, each its own partition (bounded task memory, balanced tasks); None: never split
     split_mb: float | None = 512
+    # consecutive files smaller than this (MB on disk) of one source, subfolder, id prefix and format are
+    # read as one partition (a bundle): per-partition costs follow the text, not the file count; None: never
+    bundle_mb: float | None = 64
 
 
 @dataclass

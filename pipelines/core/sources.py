@@ -73,9 +73,14 @@ class Piece:
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One input file, or one piece of a large one (`ingest.split_mb`): the unit of work (a partition).
+    """One input file, one piece of a large one (`ingest.split_mb`) or a bundle of small ones
+    (`ingest.bundle_mb`): the unit of work (a partition).
+
     The pieces of a file share its `rel`, `id_prefix` and `partition`, and rows count from the file's
-    start, so `nemo_id` and provenance are those of the whole file."""
+    start, so `nemo_id` and provenance are those of the whole file. A bundle is consecutive small
+    files of one source, subfolder, id prefix and format, read one after the other into one
+    partition; its own fields are its first member's, and every member keeps its `nemo_id`s and
+    provenance (ingest reads each member as the file it is)."""
     source: str
     url: str          # absolute local path or fsspec URL
     rel: str          # path relative to the source folder (provenance: `src_file`)
@@ -83,16 +88,35 @@ class SourceFile:
     id_prefix: str
     partition: int    # index among the files with the same id_prefix
     piece: Piece | None = None  # None: the whole file
+    members: tuple[SourceFile, ...] = ()  # a bundle's files, in order; () for a file or a piece
 
     @property
     def part_name(self) -> str:
-        """File-system-safe name of this partition's outputs: `part_name(rel)`, and for a piece
-        `%rg<first row group>` (`%r` never occurs in an encoded name, so a piece cannot meet a file)."""
+        """File-system-safe name of this partition's outputs: `part_name(rel)`; for a piece
+        `%rg<first row group>`, for a bundle `%b<members>` (`%r` and `%b` never occur in an encoded
+        name, so a piece or a bundle cannot meet a file)."""
         name = part_name(self.rel)
-        return name if self.piece is None else f"{name}%rg{self.piece.first_group:05d}"
+        if self.piece is not None:
+            return f"{name}%rg{self.piece.first_group:05d}"
+        return f"{name}%b{len(self.members):05d}" if self.members else name
+
+    @property
+    def files(self) -> tuple[SourceFile, ...]:
+        """The input files this partition reads: a bundle's members, else itself."""
+        return self.members or (self,)
+
+    @property
+    def key(self) -> str:
+        """The input a completion marker was written for: the url, for a bundle every member's url
+        (a bundle whose members changed is not done, even under the same first file)."""
+        if not self.members:
+            return self.url
+        digest = hashlib.sha256("\n".join(m.url for m in self.members).encode()).hexdigest()[:16]
+        return f"{self.url} +{len(self.members) - 1} files {digest}"
 
 
-MAX_PART_NAME_BYTES = 160  # leaves room for "<source>__", a piece's %rgNNNNN, ".parquet", temp affixes (NAME_MAX 255)
+# leaves room for "<source>__", a piece's %rgNNNNN (a bundle's %bNNNNN), ".parquet", temp affixes (NAME_MAX 255)
+MAX_PART_NAME_BYTES = 160
 
 
 def part_name(rel: str) -> str:

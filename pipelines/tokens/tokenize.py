@@ -117,7 +117,7 @@ def write_shards(prefixes: dict[str, Path], parts: list[Partition], tcfg, scfg) 
         counts = part.counts(read=table.num_rows, out=table.num_rows, chars_out=chars, figures={
             "tokens": int(lengths.sum()), "tokens_val": int(lengths[val].sum()),
             "tokens_anneal": int(lengths[anneal].sum()), "docs_val": int(val.sum()), "docs_anneal": int(anneal.sum())})
-        part.advance(table.num_rows, part.docs_bytes())
+        part.advance(table.num_rows, part.docs_bytes(), final=True)
         done.append((counts.partition_dict(), time.monotonic() - t0))
     for writer in writers.values():
         writer.close()

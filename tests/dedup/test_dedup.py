@@ -47,11 +47,9 @@ def sigs(local_run):
     out, _ = local_run
     result = {}
     for path in sorted((out / "dedup" / "signatures" / "char25_128h_32b_seed10").glob("*/*.parquet")):
-        rows, s = read_signatures(path)
-        source = path.parent.name
-        src_file = pq.read_table(out / "ingest" / source / path.name, columns=["src_file"]).column(0)[0].as_py()
-        for r, sig in zip(rows, s):
-            result[(source, src_file, int(r))] = sig
+        src_files, rows, s = read_signatures(path)
+        for f, r, sig in zip(src_files.to_pylist(), rows, s):
+            result[(path.parent.name, f, int(r))] = sig
     return result
 
 

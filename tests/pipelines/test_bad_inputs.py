@@ -57,8 +57,8 @@ def test_quarantine_records_say_where_and_why(bad_run):
 
 def test_huge_document_is_kept_whole(bad_run):
     out, _ = bad_run
-    docs = pq.read_table(sorted((out / "ingest" / "dclm").glob("*huge*.parquet"))).to_pandas()
-    assert docs.set_index("src_row").loc[1, "text"].__len__() == 2_097_152
+    docs = pq.read_table(sorted((out / "ingest" / "dclm").glob("*.parquet"))).to_pandas()
+    assert docs.set_index(["src_file", "src_row"]).loc[("dclm_huge_doc.jsonl.zst", 1), "text"].__len__() == 2_097_152
 
 
 def test_files_not_read_to_their_end_are_named(bad_run):

@@ -32,7 +32,7 @@ def test_a_selection_reads_back_as_the_rows_it_kept(local_run, tmp_path):
     kept = kept.append_column("score", pa.array(np.arange(kept.num_rows, dtype=np.float64)))
     dest = tmp_path / "stage" / "zyda" / base.name
     write_table(dest, selection(kept, base, dest))
-    assert pq.read_schema(dest).names == ["src_row", "score"]  # no text
+    assert pq.read_schema(dest).names == ["src_file", "src_row", "score"]  # no text
     assert documents_file(dest).resolve() == base.resolve()
     assert read_documents(dest).equals(kept)
     assert read_documents(dest, ["score", "nemo_id"]).equals(kept.select(["score", "nemo_id"]))
@@ -48,7 +48,8 @@ def test_a_selection_reads_back_as_the_rows_it_kept(local_run, tmp_path):
 def test_a_selection_of_another_runs_rows_fails_in_one_line(local_run, tmp_path):
     base, docs = _ingested(local_run)
     dest = tmp_path / "stage" / "zyda" / base.name
-    bogus = pa.table({"src_row": pa.array([docs.num_rows + 10**6], pa.int64())})
+    bogus = pa.table({"src_file": docs.column("src_file").slice(0, 1),
+                      "src_row": pa.array([docs.num_rows + 10**6], pa.int64())})
     write_table(dest, bogus.replace_schema_metadata({SELECTION_OF: str(base.resolve()).encode()}))
     with pytest.raises(ValueError, match="does not hold"):
         read_documents(dest)

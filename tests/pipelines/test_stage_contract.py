@@ -149,10 +149,14 @@ def test_fused_stages_write_what_unfused_stages_write(local_run, tmp_path, capsy
 # shards itself: no tokenize/<source>/<part>.parquet, a train/anneal/val shard per planned shard
 # (planned by characters), tokenize markers with `docs_anneal` and `shard`; each component's documents
 # per role, in order, and its shares of every blend unchanged; and when the Hub parquet of a subfolder's
-# consecutive inputs came to share a file (the same rows, in order). Markers count without their config hash,
+# consecutive inputs came to share a file (the same rows, in order); and when small files of a subfolder
+# began to be read as one partition (ingest.bundle_mb: 8 partitions for the 11 fixture files, selections
+# naming src_file too, signatures with src_file, ingest markers counting each bundled file; the same
+# documents, ids, decisions and token stream, the zyda component in one shard per role instead of two,
+# test_bundle.py). Markers count without their config hash,
 # which hashes the quality model's absolute path (a checkout elsewhere has another); the hashes
 # themselves are pinned by test_config_hashes_chain_through_the_pipeline.
-TREE_SHA256 = "b18d79c736c61f5c8ca0389e244ffaaaf719bec90f104d764709a230751b2662"
+TREE_SHA256 = "3b8df172cf6bd39f32d4ee4e9e64ebdd70459bfd2e8855a4658ab9cbcec11017"
 
 
 def tree_hash(root: Path) -> str:

@@ -208,7 +208,8 @@ def test_hub_files_pack_consecutive_inputs_of_a_subfolder(local_run):
     from pipelines.ingest.discover import discover
     from pipelines.tokens.shards import publish_plan
     out, report = local_run
-    cfg = config_from_dict(json.loads((out / "manifest.json").read_text())["config"])
+    cfg = config_from_dict(json.loads((out / "manifest.json").read_text())["config"],
+                           ["ingest.bundle_mb=null"])  # a partition per file: more of them to pack
     files = discover(cfg)
     plan = publish_plan(files, [100] * len(files), 250)  # 100 characters each: files of 3 partitions
     assert sorted(i for _, _, idx in plan for i in idx) == list(range(len(files)))
