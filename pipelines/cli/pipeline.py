@@ -41,8 +41,9 @@ def print_plan(cfg) -> int:
         print(f"source {name}: {len(urls)} files in {len(mine)} partitions, {size / 1e6:,.1f} MB under "
               f"{src.files_from or src.path}")
         for f in mine:
-            print(f"  {f.rel}  ({f.fmt}, id prefix {f.id_prefix})" + (
-                f" and {len(f.members) - 1} more files, one partition" if f.members else ""))
+            more = len(f.members) - 1
+            bundle = f" + {more} more file{'s' if more > 1 else ''}, read as one partition" if more > 0 else ""
+            print(f"  {f.rel}  ({f.fmt}, id prefix {f.id_prefix}){bundle}")
     stages = PIPELINE.planned(cfg)
     print(f"stages ({len(stages)}): {' -> '.join(s.name for s in stages)}")
     out = Path(cfg.output_dir)

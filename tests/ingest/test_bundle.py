@@ -49,7 +49,7 @@ def test_bundles_are_consecutive_small_files_of_one_subfolder_and_format(small_f
         assert len({(f.source, spec.subfolder(f.rel), f.id_prefix, f.fmt) for f in sf.files}) == 1
         assert (sf.url, sf.rel, sf.id_prefix, sf.partition) == (sf.files[0].url, sf.files[0].rel,
                                                                  sf.files[0].id_prefix, sf.files[0].partition)
-        assert sum(Path(f.url).stat().st_size for f in sf.files) <= 64 * 2**20
+        assert sum(Path(f.url).stat().st_size for f in sf.files) <= 16 * 2**20
     tiny = discover(config(small_files, tmp_path, ["ingest.bundle_mb=0.01"]))  # 10 KB: most files alone
     assert len(bundled) < len(tiny) <= len(files)
     assert all(sum(Path(f.url).stat().st_size for f in sf.files) <= 0.01 * 2**20 for sf in tiny if sf.members)
