@@ -107,11 +107,13 @@ class SourceFile:
 
     @property
     def key(self) -> str:
-        """The input a completion marker was written for: the url, for a bundle every member's url
-        (a bundle whose members changed is not done, even under the same first file)."""
+        """The input a completion marker was written for: the url; for a bundle the first member's url
+        and a digest of every member's `rel` (a bundle whose members changed is not done, even under
+        the same first file). The digest names members relative to the source folder, so the same
+        corpus under another folder writes the same markers but for that folder's path."""
         if not self.members:
             return self.url
-        digest = hashlib.sha256("\n".join(m.url for m in self.members).encode()).hexdigest()[:16]
+        digest = hashlib.sha256("\n".join(m.rel for m in self.members).encode()).hexdigest()[:16]
         return f"{self.url} +{len(self.members) - 1} files {digest}"
 
 
