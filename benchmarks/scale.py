@@ -10,6 +10,8 @@ every process of the run is in its process tree: a thread samples their resident
 and reads each one's kernel peak (VmHWM). A Ray worker's RSS includes the object-store pages it has
 mapped. Per-stage seconds come from the run's manifest.json, the Ray tasks (or actor calls) each
 step started and the Ray objects dedup's shuffle steps made from its attempt record.
+`documents_pass_cpu_seconds`: one read of the documents copy ingest wrote (what a later stage pays to
+re-read the text rather than get it from ingest's pass).
 
   python -m benchmarks.scale [--mb 250] [--files 4000] [--base-files 64] [--partitions 256]
                              [--repeat 3] [--cpus N] [--workdir DIR] [--set KEY=VALUE ...]
@@ -34,6 +36,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.common import DATA, REPO, write_results
+from pipelines.core.schema import read_documents
 
 TOOL = DATA.parent / "tools" / "make_scale_corpus.py"
 SOURCES = 4  # make_scale_corpus writes `--files-per-source` files for each of the four sources
@@ -159,6 +162,16 @@ def bytes_by_kind(out: Path) -> dict:
     return kinds
 
 
+def documents_pass_seconds(out: Path) -> float:
+    """CPU seconds of one read of every document ingest wrote (all columns, in this process): what each
+    later stage that reads the text (heuristics, signatures, quality, tokenize) pays for reading its
+    input from the one documents copy instead of from a pass fused with ingest."""
+    t0 = time.process_time()
+    for path in sorted((out / "ingest").glob("*/*.parquet")):
+        read_documents(path)
+    return round(time.process_time() - t0, 2)
+
+
 def run(corpus: Path, out: Path, partitions: int, cpus: int | None, sets: list[str]) -> dict:
     """One `zyda2.py run` of the local recipe over `corpus`: wall time, stages, memory, tasks."""
     settings = [f"dedup.partitions={partitions}"] + ([f"ray.num_cpus={cpus}"] if cpus else []) + sets
@@ -186,7 +199,7 @@ def run(corpus: Path, out: Path, partitions: int, cpus: int | None, sets: list[s
             "docs_read": report["totals"]["read"], "docs_quarantined": report["totals"]["quarantined"],
             "docs_kept": report["totals"]["kept"],
             "output_bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
-            "bytes": bytes_by_kind(out)}
+            "bytes": bytes_by_kind(out), "documents_pass_cpu_seconds": documents_pass_seconds(out)}
 
 
 def ratio(a: float, b: float) -> float | None:
