@@ -42,6 +42,12 @@ class SourceSpec:
             return None
         return next((p for p in PurePosixPath(rel).parts if p.startswith(self.subfolder_prefix)), None)
 
+    def hub_subfolder(self, rel: str) -> str:
+        """The Hub subfolder `rel`'s documents are published under: `subfolder(rel)`, else the first
+        folder of `rel`, else `default`. Bundles never mix two (pipelines/ingest/discover.py)."""
+        parts = PurePosixPath(rel).parts
+        return self.subfolder(rel) or (parts[0] if len(parts) > 1 else "default")
+
 
 SOURCES: dict[str, SourceSpec] = {s.name: s for s in (
     SourceSpec("dclm", "dclm", ("**/*.jsonl.zst", "**/*.parquet"), "dclm_crossdeduped",

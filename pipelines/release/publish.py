@@ -94,11 +94,12 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def _inputs(run_dir: Path) -> dict[str, list[str]]:
-    """Input files per source, from the ingest completion markers (the files the run actually read)."""
-    files: dict[str, list[str]] = {}
+    """Input files per source, from the ingest completion markers (the files the run actually read):
+    every file of a bundle (its marker's `files`), a file split in pieces once."""
+    files: dict[str, set[str]] = {}
     for marker in sorted((run_dir / "ingest" / "_done").glob("*.json")):
         stats = read_json(marker)["stats"]
-        files.setdefault(stats["source"], []).append(stats["src_file"])
+        files.setdefault(stats["source"], set()).update(stats.get("files") or [stats["src_file"]])
     return {s: sorted(v) for s, v in sorted(files.items())}
 
 

@@ -15,7 +15,7 @@ that wrote their documents, so the layout depends on the input only), one Ray ta
 from __future__ import annotations
 
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pipelines.core.counts import Counts
 from pipelines.core.outputs import PartitionWriter, write_json, write_text
@@ -41,9 +41,7 @@ def publish_plan(files: list, chars: list[int], target_chars: float) -> list[tup
     one component and subfolder, cut once a file holds `target_chars` characters."""
     plan, open_files = [], {}
     for i, sf in enumerate(files):
-        parts = PurePosixPath(sf.rel).parts
-        sub = SOURCES[sf.source].subfolder(sf.rel) or (parts[0] if len(parts) > 1 else "default")
-        key = (COMPONENTS[sf.source], sub)
+        key = (COMPONENTS[sf.source], SOURCES[sf.source].hub_subfolder(sf.rel))
         if key not in open_files:
             open_files[key] = [key[0], key[1], [], 0]
             plan.append(open_files[key])

@@ -46,13 +46,27 @@ def test_bundles_are_consecutive_small_files_of_one_subfolder_and_format(small_f
     assert len({sf.part_name for sf in bundled}) == len(bundled)
     for sf in bundled:
         spec = SOURCES[sf.source]
-        assert len({(f.source, spec.subfolder(f.rel), f.id_prefix, f.fmt) for f in sf.files}) == 1
+        assert len({(f.source, spec.hub_subfolder(f.rel), f.id_prefix, f.fmt) for f in sf.files}) == 1
         assert (sf.url, sf.rel, sf.id_prefix, sf.partition) == (sf.files[0].url, sf.files[0].rel,
                                                                  sf.files[0].id_prefix, sf.files[0].partition)
         assert sum(Path(f.url).stat().st_size for f in sf.files) <= 16 * 2**20
     tiny = discover(config(small_files, tmp_path, ["ingest.bundle_mb=0.01"]))  # 10 KB: most files alone
     assert len(bundled) < len(tiny) <= len(files)
     assert all(sum(Path(f.url).stat().st_size for f in sf.files) <= 0.01 * 2**20 for sf in tiny if sf.members)
+
+
+def test_a_bundle_never_spans_two_hub_subfolders(tmp_path):
+    """zyda files outside any `zyda_*` folder share the id prefix `zyda`, but publish under their first
+    folder (or `default`): a bundle of two of them would publish one file's rows under the other's."""
+    fixture = next((DATA / "sources" / "zyda").rglob("*.parquet"))
+    for rel in ("a.parquet", "extra/b.parquet", "extra/c.parquet", "more/d.parquet"):
+        (tmp_path / "in" / "zyda" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(fixture, tmp_path / "in" / "zyda" / rel)
+    only_zyda = [f"sources.{s}.enabled=false" for s in SOURCES if s != "zyda"]
+    files = discover(config(tmp_path / "in", tmp_path / "out", ["ingest.bundle_mb=64", *only_zyda]))
+    assert {f.id_prefix for sf in files for f in sf.files} == {"zyda"}
+    assert [[f.rel for f in sf.files] for sf in files] == [["a.parquet"], ["extra/b.parquet", "extra/c.parquet"],
+                                                            ["more/d.parquet"]]
 
 
 def test_a_bundle_whose_files_changed_is_not_done(small_files, tmp_path):

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from pipelines.core.schema import QUALITY_SCHEMA
-from pipelines.core.sources import COMPONENTS
+from pipelines.core.sources import COMPONENTS, INPUT_FOLDERS
 from pipelines.release.publish import build_card, upload_plan, write_card
-from tests.conftest import REPO
+from tests.conftest import DATA, REPO
 from tests.publish.fake_hub import FakeHub
 
 TOKEN = "hf_FakeTokenForPublishTests0123456789"
@@ -78,6 +78,12 @@ def test_card_configs_match_the_layout_and_the_report(run_copy, local_run):
         assert matched == (every if name == "default" else [p for p in every if p.startswith(f"data/{name}/")])
     manifest = json.loads((run_copy / "manifest.json").read_text())
     assert f"`{manifest['config_hash']}`" in card and f"`{manifest['git_commit']}`" in card
+    # every input file, a bundle's too (the fixtures' 11 files are read as 8 partitions)
+    inputs = sorted(p for p in (DATA / "sources").rglob("*") if p.is_file())
+    assert len(inputs) == 11 and f"read from {len(inputs)} input files" in card
+    for p in inputs:
+        source = next(s for s, folder in INPUT_FOLDERS.items() if p.is_relative_to(DATA / "sources" / folder))
+        assert f"- {source}: `{p.relative_to(DATA / 'sources' / INPUT_FOLDERS[source]).as_posix()}`" in card
     for source, r in report["sources"].items():
         for key, n in r["removed"].items():
             stage, reason = key.split(":", 1)
