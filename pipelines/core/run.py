@@ -29,7 +29,7 @@ from pipelines.core.progress import ProgressCounter, say
 from pipelines.core.provenance import REPO_ROOT, git_commit, versions
 from pipelines.core.report import build_report, check_report
 from pipelines.core.stage import Pipeline, RunError
-from pipelines.ingest.discover import discover
+from pipelines.ingest.discover import discover, input_listing
 
 log = logging.getLogger("zyda2")
 
@@ -196,6 +196,19 @@ def rerun_dedup(pipeline: Pipeline, run_dir: Path, overrides: list[str], output:
                         links=links, command=command)
 
 
+def check_same_inputs(out: Path, old: dict | None, inputs: dict[str, dict]) -> None:
+    """A resumed run must read the files it started with (`input_listing`): RunError naming each
+    source whose files changed. A run folder from before the manifest kept `inputs` is not checked."""
+    before = (old or {}).get("inputs")
+    if before is None or before == inputs:
+        return
+    changed = [f"{s}: {before.get(s, {}).get('files', 0)} files then, {inputs.get(s, {}).get('files', 0)} now"
+               for s in sorted(set(before) | set(inputs)) if before.get(s) != inputs.get(s)]
+    raise RunError(f"{out} was started on other input files ({'; '.join(changed)}); its finished outputs are cut "
+                   "by those files' partitions and ids, so restore them, or start again with --overwrite or "
+                   "another --output")
+
+
 def _is_complete(out: Path, old: dict | None, stage_hashes: dict[str, str]) -> bool:
     """The folder holds a finished, balanced run of every stage asked for, each with the same chained
     config hash (a stage's own parameters, e.g. one defined outside the config, count): nothing to resume."""
@@ -224,15 +237,19 @@ def run_pipeline(pipeline: Pipeline, cfg: Config, resume: bool = False, overwrit
 
     manifest.json keeps, across resumes: `command` (argv of each attempt under `attempts`, with
     its status and seconds), `stages` {name: {status, seconds}} where seconds add up over every
-    attempt, `stage_hashes` {name: chained config hash} and `total_seconds`. Raises RunError when
-    there is nothing to read (`check_inputs`) or a source ingests no document, unless `allow_empty`,
-    and ConfigError when `ray.stage_resources` names a stage the pipeline does not have."""
+    attempt, `stage_hashes` {name: chained config hash}, `inputs` (`input_listing`) and
+    `total_seconds`. Raises RunError when there is nothing to read (`check_inputs`) or a source
+    ingests no document, unless `allow_empty`, when a resume finds other input files
+    (`check_same_inputs`), and ConfigError when `ray.stage_resources` names a stage the pipeline does not have."""
     check_stage_names(pipeline, cfg)
     if until is not None:
         only = list(pipeline.names[: pipeline.names.index(until) + 1])
     out, old = _prepare_output(cfg, resume, overwrite)
     files = discover(cfg)
     check_inputs(cfg, files, allow_empty)
+    inputs = input_listing(files)
+    if resume:
+        check_same_inputs(out, old, inputs)
     planned = [s.name for s in pipeline.planned(cfg, only)]
     stage_hashes = {name: pipeline.config_hash(cfg, name) for name in planned}
     if resume and _is_complete(out, old, stage_hashes):
@@ -255,7 +272,7 @@ def run_pipeline(pipeline: Pipeline, cfg: Config, resume: bool = False, overwrit
     manifest = {"run_name": cfg.run_name, "config": cfg.to_dict(), "config_hash": cfg.hash(), "stages_run": only,
                 "versions": versions(PACKAGES), "git_commit": git_commit(), "status": "running",
                 "command": command, "started_at": (old or {}).get("started_at", attempt["started_at"]),
-                "attempts": attempts, "total_seconds": 0.0, "stage_hashes": stage_hashes,
+                "attempts": attempts, "total_seconds": 0.0, "stage_hashes": stage_hashes, "inputs": inputs,
                 "stages": {name: {"status": "done" if prior.get(name, {}).get("status") == "done" and
                                   isinstance(prior.get(name), dict) else "pending",
                                   "seconds": round(prior_seconds[name], 3)} for name in planned}}

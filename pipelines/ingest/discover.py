@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -127,6 +128,23 @@ def discover(cfg: Config) -> list[SourceFile]:
     return bundle_small(files, [None if sf.piece else sizes_by_url[sf.url] for sf in files], cfg.ingest.bundle_mb)
 
 
+def input_listing(files: list[SourceFile]) -> dict[str, dict]:
+    """What a run reads, per source: {source: {"files": input files, "sha256": 16 hex digits}}, the
+    digest over each file's `rel`, id prefix, partition index and row-group piece, and the partition
+    that reads it, in order. Paths are relative to the source folder (the folder itself is in the
+    config hash). The manifest keeps it: a resume must find the same listing (pipelines/core/run.py),
+    because a file added, removed or renamed moves the partitions, `nemo_id`s and shard and Hub-file
+    boundaries that the finished outputs were cut by."""
+    lines: dict[str, list[str]] = {}
+    for sf in files:
+        for f in sf.files:
+            piece = f"{f.piece.first_group}-{f.piece.end_group}" if f.piece else ""
+            lines.setdefault(sf.source, []).append(f"{sf.part_name}\t{f.rel}\t{f.id_prefix}\t{f.partition}\t{piece}")
+    return {source: {"files": len({line.split("\t")[1] for line in rows}),
+                     "sha256": hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]}
+            for source, rows in sorted(lines.items())}
+
+
 def bundle_small(files: list[SourceFile], sizes: list[int | None], bundle_mb: float | None) -> list[SourceFile]:
     """`files` with runs of consecutive small files made bundles (SourceFile.members) of up to
     `bundle_mb` MB on disk (`sizes`, from the listing): files of one source, Hub subfolder, id prefix
@@ -152,7 +170,7 @@ def bundle_small(files: list[SourceFile], sizes: list[int | None], bundle_mb: fl
         run.clear()
 
     for sf, size in zip(files, sizes):
-        key = (sf.source, SOURCES[sf.source].subfolder(sf.rel), sf.id_prefix, sf.fmt)
+        key = (sf.source, SOURCES[sf.source].hub_subfolder(sf.rel), sf.id_prefix, sf.fmt)
         if size is None or size >= limit:
             close()
             out.append(sf)

@@ -97,6 +97,28 @@ def test_resume_refuses_another_config(local_run, data_dir, tmp_path):
         run_local(copy, data_dir / "sources", ["dedup.seed=1"], resume=True)
 
 
+def test_resume_refuses_other_input_files(ray_instance, data_dir, tmp_path):
+    """A file added, removed or renamed since the run started would move partitions, `nemo_id`s and
+    shard boundaries under finished outputs: refused, naming the source; the same files resume."""
+    inputs = tmp_path / "sources"
+    shutil.copytree(data_dir / "sources", inputs)
+    out = tmp_path / "run"
+    run_local(out, inputs, only=["ingest"])
+    listing = json.loads((out / "manifest.json").read_text())["inputs"]
+    assert {s: v["files"] for s, v in listing.items()} == {"dclm": 3, "dolma-cc": 3, "fwe": 2, "zyda": 3}
+    zyda = inputs / "zyda" / "zyda_refinedweb"
+    shutil.copy(zyda / "train-00001-of-00002.parquet", zyda / "train-00000-of-00002.extra.parquet")
+    with pytest.raises(RunError, match=r"other input files \(zyda: 3 files then, 4 now\)"):
+        run_local(out, inputs, only=["ingest"], resume=True)
+    (zyda / "train-00000-of-00002.extra.parquet").rename(zyda / "train-00001-of-00002.parquet")
+    (zyda / "train-00000-of-00002.parquet").rename(zyda / "train-00002-of-00002.parquet")  # renamed: same count
+    with pytest.raises(RunError, match=r"zyda: 3 files then, 3 now"):
+        run_local(out, inputs, only=["ingest"], resume=True)
+    (zyda / "train-00002-of-00002.parquet").rename(zyda / "train-00000-of-00002.parquet")
+    report = run_local(out, inputs, only=["ingest"], resume=True)
+    assert report["totals"]["read"] == 2368
+
+
 def test_sources_on_fsspec_urls_and_url_lists(ray_instance, data_dir, tmp_path):
     """The remote path (hf://, https://) goes through fsspec globbing and url lists; file:// exercises it here."""
     root = (data_dir / "sources").as_uri()
