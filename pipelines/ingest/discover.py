@@ -136,12 +136,13 @@ def input_listing(files: list[SourceFile]) -> dict[str, dict]:
     because a file added, removed or renamed moves the partitions, `nemo_id`s and shard and Hub-file
     boundaries that the finished outputs were cut by."""
     lines: dict[str, list[str]] = {}
+    rels: dict[str, set[str]] = {}  # a split file's pieces are one file
     for sf in files:
         for f in sf.files:
             piece = f"{f.piece.first_group}-{f.piece.end_group}" if f.piece else ""
             lines.setdefault(sf.source, []).append(f"{sf.part_name}\t{f.rel}\t{f.id_prefix}\t{f.partition}\t{piece}")
-    return {source: {"files": len({line.split("\t")[1] for line in rows}),
-                     "sha256": hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]}
+            rels.setdefault(sf.source, set()).add(f.rel)
+    return {source: {"files": len(rels[source]), "sha256": hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]}
             for source, rows in sorted(lines.items())}
 
 
